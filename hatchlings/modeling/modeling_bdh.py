@@ -1,0 +1,267 @@
+"""BDH, the Baby Dragon Hatchling, as a Transformers causal language model.
+
+Math (Kosowski et al., 2025), per layer, with one block of weights shared by every layer:
+
+    x_sparse = ReLU(x @ encoder)                      (B, H, T, N)  sparse positive neurons
+    q        = RoPE(x_sparse)                         queries == keys
+    a_t      = sum_{s<t} <q_t, q_s> x_s               (B, H, T, D)  linear attention, strictly earlier tokens
+    y_sparse = ReLU(LN(a) @ encoder_v)                (B, H, T, N)
+    x        = LN(x + LN((x_sparse * y_sparse) @ decoder))
+
+The attention is a running Hebbian state: S_h = sum_{s<t} q_s (x) x_s (N x D per head and layer), read
+as a_t = q_t^T S_h before the token writes itself in. Training uses a chunked parallel form (quadratic
+inside a chunk, the state carried across chunks); generation uses the recurrence, so a token costs the
+same at context 50 and 5,000.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .cache import RecurrentStateCache
+from .configuration_bdh import BdhConfig
+from .layers import apply_rope_pairs, layer_norm, positions_from_mask, rope_pair_cos_sin, validate_input_ids
+
+STATE = "synapses"  # cache entry per layer: the (B, H, N, D) Hebbian state
+SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consumed, for RoPE positions
+
+
+def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tensor | None, chunk_size: int,
+                             return_state: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """a_t = sum_{s<t} <q_t, q_s> v_s  (+ q_t^T state), in chunks so no T x T x N tensor ever exists.
+
+    Inside a chunk the (C x C) score matrix is masked to strictly earlier tokens; tokens of earlier chunks
+    are read through the running state S = sum_s q_s v_s^T, kept in float32.
+    q: (B, H, T, N); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) or None.
+    Returns a: (B, H, T, D) and the final state (None unless `return_state`).
+    """
+    T = q.shape[2]
+    outputs = []
+    for start in range(0, T, chunk_size):
+        qc, vc = q[:, :, start:start + chunk_size], v[:, :, start:start + chunk_size]  # (B,H,C,N), (B,1,C,D)
+        out = (qc @ qc.transpose(-1, -2)).tril(diagonal=-1) @ vc  # (B, H, C, D)
+        if state is not None:
+            out = out + (qc.to(state.dtype) @ state).to(out.dtype)
+        if return_state or start + chunk_size < T:
+            write = qc.transpose(-1, -2).float() @ vc.float()  # (B, H, N, D)
+            state = write if state is None else state + write
+        outputs.append(out)
+    return torch.cat(outputs, dim=2), (state if return_state else None)
+
+
+def recurrent_linear_attention_step(q: torch.Tensor, v: torch.Tensor,
+                                    state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token of the recurrence: read a = q^T S, then write S += q (x) v. Cost is independent of context.
+
+    q: (B, H, 1, N); v: (B, 1, 1, D); state: (B, H, N, D) float32. Returns a: (B, H, 1, D), new state.
+    """
+    read = (q.float() @ state).to(q.dtype)
+    return read, state + q.transpose(-1, -2).float() @ v.float()
+
+
+@dataclass
+class BdhModelOutput(BaseModelOutputWithPast):
+    """`sparsity`: (num_hidden_layers, 2) fraction of exactly-zero neurons over real tokens, column 0 for
+    x_sparse (encoder ReLU) and column 1 for y_sparse (attention-readout ReLU); only with `output_sparsity`."""
+
+    sparsity: torch.FloatTensor | None = None
+
+
+@dataclass
+class BdhCausalLMOutput(CausalLMOutputWithPast):
+    """Causal-LM output plus the per-layer neuron sparsity of `BdhModelOutput`."""
+
+    sparsity: torch.FloatTensor | None = None
+
+
+class BdhBlock(GradientCheckpointingLayer):
+    """The one block of weights every BDH layer shares. Called once per layer with that layer's state."""
+
+    def __init__(self, config: BdhConfig):
+        super().__init__()
+        H, D, N = config.num_attention_heads, config.hidden_size, config.neurons_per_head
+        self.encoder = nn.Parameter(torch.empty(H, D, N))
+        self.encoder_v = nn.Parameter(torch.empty(H, D, N))
+        self.decoder = nn.Parameter(torch.empty(H * N, D))
+        self.dropout = nn.Dropout(config.dropout)
+        self.eps = config.layer_norm_eps
+        self.chunk_size = config.attn_chunk_size
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_mask: torch.Tensor | None,
+                state: torch.Tensor | None = None, return_state: bool = False, output_sparsity: bool = False):
+        """x: (B, T, D) -> new x (B, T, D), new state (B, H, N, D) or None, zero fractions (2,) or None."""
+        B, T, D = x.shape
+        H, _, N = self.encoder.shape
+        x_sparse = F.relu(x[:, None] @ self.encoder)  # (B, H, T, N)
+        if key_mask is not None:  # padding neither writes to the state nor is read by later tokens
+            x_sparse = x_sparse * key_mask[:, None, :, None].to(x_sparse.dtype)
+        q = apply_rope_pairs(x_sparse, cos, sin)
+        if T == 1 and state is not None:
+            a, state = recurrent_linear_attention_step(q, x[:, None], state)
+        else:
+            a, state = chunked_linear_attention(q, x[:, None], state, self.chunk_size, return_state)
+        y_sparse = F.relu(layer_norm(a, self.eps) @ self.encoder_v)  # (B, H, T, N)
+        xy_sparse = self.dropout(x_sparse * y_sparse)
+        z = xy_sparse.transpose(1, 2).reshape(B, T, H * N) @ self.decoder  # (B, T, D)
+        x = layer_norm(x + layer_norm(z, self.eps), self.eps)
+        stats = _zero_fractions(x_sparse, y_sparse, key_mask) if output_sparsity else None
+        return x, state, stats
+
+
+def _zero_fractions(x_sparse: torch.Tensor, y_sparse: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Fraction of exactly-zero neurons in x_sparse and y_sparse, over real tokens only. Returns (2,)."""
+    weight = torch.ones(x_sparse.shape[0], x_sparse.shape[2], device=x_sparse.device) if key_mask is None \
+        else key_mask.float()  # (B, T)
+    total = weight.sum() * x_sparse.shape[1] * x_sparse.shape[3]
+    return torch.stack([((t == 0).float().sum(dim=(1, 3)) * weight).sum() / total for t in (x_sparse, y_sparse)])
+
+
+class BdhPreTrainedModel(PreTrainedModel):
+    config: BdhConfig
+    config_class = BdhConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["BdhBlock"]
+    _is_stateful = True  # recurrent state cannot be rolled back (no assisted decoding)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # the model creates its own RecurrentStateCache
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, BdhBlock):
+            for weight in (module.encoder, module.encoder_v, module.decoder):
+                nn.init.normal_(weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            # unit-variance embeddings as in the paper's code; a LayerNorm follows, so only direction matters
+            nn.init.normal_(module.weight, mean=0.0, std=1.0)
+
+
+class BdhModel(BdhPreTrainedModel):
+    """The BDH trunk: byte/token embedding, then the shared block applied `num_hidden_layers` times."""
+
+    def __init__(self, config: BdhConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.block = BdhBlock(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                past_key_values: RecurrentStateCache | None = None, inputs_embeds: torch.Tensor | None = None,
+                use_cache: bool | None = None, output_hidden_states: bool | None = None,
+                output_sparsity: bool = False, return_dict: bool | None = None, **kwargs) -> BdhModelOutput:
+        cfg = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            validate_input_ids(input_ids, cfg.vocab_size)
+            inputs_embeds = self.embed_tokens(input_ids)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[-1] != cfg.hidden_size:
+            raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {cfg.hidden_size}), "
+                             f"got {tuple(inputs_embeds.shape)}")
+        B, T, _ = inputs_embeds.shape
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training:
+            use_cache = False  # a checkpointed layer would write its state twice
+        cache = (past_key_values or RecurrentStateCache()) if use_cache else None
+        key_mask = self._key_mask(attention_mask, B, T)
+        offset = cache.get(-1, SEEN) if cache is not None else None
+        cos, sin = rope_pair_cos_sin(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
+                                     cfg.neurons_per_head, cfg.rope_theta)
+
+        x = layer_norm(inputs_embeds, cfg.layer_norm_eps)
+        hidden_states, sparsity = [x] if output_hidden_states else None, []
+        for layer in range(cfg.num_hidden_layers):
+            state = cache.get(layer, STATE) if cache is not None else None
+            x, state, stats = self.block(x, cos, sin, key_mask, state, return_state=cache is not None,
+                                         output_sparsity=output_sparsity)
+            if cache is not None:
+                cache.set(layer, STATE, state)
+            if output_hidden_states:
+                hidden_states.append(x)
+            sparsity.append(stats)
+        if cache is not None:
+            real = key_mask.sum(-1).long() if key_mask is not None else torch.full((B,), T, device=x.device)
+            cache.set(-1, SEEN, real if offset is None else offset + real)
+            cache.seen_tokens += T
+        return BdhModelOutput(last_hidden_state=x, past_key_values=cache,
+                              hidden_states=tuple(hidden_states) if output_hidden_states else None,
+                              sparsity=torch.stack(sparsity) if output_sparsity else None)
+
+    @staticmethod
+    def _key_mask(attention_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+        """The mask of the new tokens, (B, T), or None when every token is real.
+
+        `generate` passes the mask of the whole sequence so far; only its last `length` columns are new.
+        """
+        if attention_mask is None:
+            return None
+        if attention_mask.dim() != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] < length:
+            raise ValueError(f"attention_mask must have shape ({batch}, >= {length}), got {tuple(attention_mask.shape)}")
+        mask = attention_mask[:, -length:]
+        return None if bool(mask.all()) else mask
+
+
+class BdhForCausalLM(BdhPreTrainedModel, GenerationMixin):
+    """BDH with its language-model head (a separate D x V matrix, as in the paper's code)."""
+
+    def __init__(self, config: BdhConfig):
+        super().__init__(config)
+        self.model = BdhModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                past_key_values: RecurrentStateCache | None = None, inputs_embeds: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, use_cache: bool | None = None,
+                output_hidden_states: bool | None = None, output_sparsity: bool = False,
+                logits_to_keep: int | torch.Tensor = 0, return_dict: bool | None = None,
+                **kwargs) -> BdhCausalLMOutput:
+        """`labels` are the input ids themselves (shifted inside, -100 ignored); `logits_to_keep=k` computes
+        logits for the last k positions only (generation needs one)."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states,
+                         output_sparsity=output_sparsity)
+        hidden = out.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return BdhCausalLMOutput(loss=loss, logits=logits, past_key_values=out.past_key_values,
+                                 hidden_states=out.hidden_states, sparsity=out.sparsity)
+
+
+__all__ = ["BdhForCausalLM", "BdhModel", "BdhPreTrainedModel", "chunked_linear_attention",
+           "recurrent_linear_attention_step"]

@@ -1,0 +1,128 @@
+"""Model cards must parse back as valid Hub metadata and state the model's true size."""
+
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from hatchlings.model_cards import build_model_card, plot_loss_curve
+from hatchlings.model_cards.card import _compact_count
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPO = "someone/bdh-tiny"
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32,
+                        bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config)
+
+
+def make_card(model, **overrides):
+    kwargs = dict(
+        model=model,
+        repo_name=REPO,
+        architecture="bdh",
+        summary="A tiny Baby Dragon Hatchling test model.",
+        train_info={"data_files": ["train.txt"], "tokens": 12345, "steps": 10,
+                    "wall_time_s": 3.25, "hardware": "CPU", "command": "hatchlings train | tee log"},
+        eval_results={"eval_loss": 2.5, "perplexity": 12.182, "bits_per_byte": 1.75,
+                      "dataset": "tiny-corpus"},
+        widget_prompts=["Once upon a time", "The dragon"],
+        datasets=["someone/tiny-corpus"],
+        loss_curve="loss_curve.png",
+    )
+    kwargs.update(overrides)
+    return build_model_card(**kwargs)
+
+
+def metrics_of(data: dict) -> dict:
+    (entry,) = data["model-index"]
+    return {m["type"]: m["value"] for r in entry["results"] for m in r["metrics"]}
+
+
+def test_metadata_round_trips_through_text(model):
+    data = ModelCard(str(make_card(model))).data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert data["pipeline_tag"] == "text-generation"
+    assert data["license"] == "apache-2.0"
+    assert {"hatchlings", "bdh", "custom_code"} <= set(data["tags"])
+    assert data["datasets"] == ["someone/tiny-corpus"]
+    assert data["widget"] == [{"text": "Once upon a time"}, {"text": "The dragon"}]
+    assert data["model-index"][0]["name"] == REPO
+    result = data["model-index"][0]["results"][0]
+    assert result["task"]["type"] == "text-generation"
+    assert result["dataset"] == {"name": "tiny-corpus", "type": "tiny-corpus"}
+    assert metrics_of(data) == {"loss": 2.5, "perplexity": 12.182, "bits_per_byte": 1.75}
+
+
+def test_saved_card_loads_from_disk(model, tmp_path):
+    path = tmp_path / "README.md"
+    make_card(model).save(path)
+    loaded = ModelCard.load(path)
+    assert loaded.data.library_name == "transformers"
+    assert metrics_of(loaded.data.to_dict())["loss"] == 2.5
+    assert "## How to use" in loaded.text
+
+
+def test_states_true_parameter_count(model):
+    text = make_card(model).text
+    n = model.num_parameters()
+    assert f"{n:,} parameters" in text
+    assert f"({_compact_count(n)})" in text
+    assert "gpt2" in text  # model.config.model_type
+    assert "n_embd: 16" in text  # config values
+
+
+def test_only_measured_metrics_are_indexed(model):
+    data = make_card(model, eval_results={"eval_loss": 3.0}).data.to_dict()
+    assert metrics_of(data) == {"loss": 3.0}
+    assert data["model-index"][0]["results"][0]["dataset"]["name"] == "custom text"
+    assert "model-index" not in make_card(model, eval_results={}).data.to_dict()
+
+
+def test_numpy_and_nonfinite_metrics_still_parse(model):
+    # huggingface_hub dumps with yaml.dump: a raw numpy scalar would become a python tag.
+    evals = {"eval_loss": np.float32(2.5), "perplexity": float("inf")}
+    data = ModelCard(str(make_card(model, eval_results=evals))).data.to_dict()
+    assert metrics_of(data) == {"loss": 2.5}
+
+
+def test_body_sections_and_usage_snippet(model):
+    text = make_card(model).text
+    for heading in ("## Model details", "## Training", "## Evaluation", "## How to use", "## Limitations"):
+        assert heading in text
+    assert f'AutoModelForCausalLM.from_pretrained("{REPO}", trust_remote_code=True)' in text
+    assert "AutoTokenizer.from_pretrained" in text and 'pipeline("text-generation"' in text
+    assert "![Training and validation loss](loss_curve.png)" in text
+    assert "| tokens | 12,345 |" in text
+    assert "hatchlings train \\| tee log" in text  # pipe escaped so the table row survives
+    assert "loss_curve" not in make_card(model, loss_curve=None).text
+
+
+def test_compact_count_units():
+    assert _compact_count(999) == "999"
+    assert _compact_count(4_624) == "4.62K"
+    assert _compact_count(1_234_567) == "1.23M"
+    assert _compact_count(999_999) == "1M"
+    assert _compact_count(2_500_000_000) == "2.5B"
+
+
+def test_plot_loss_curve_writes_png(tmp_path):
+    history = [
+        {"step": 10, "loss": 3.2}, {"step": 20, "loss": 2.9},
+        {"step": 20, "eval_loss": 3.0}, {"step": 30, "loss": 2.7},
+        {"step": 30, "eval_loss": 2.8}, {"step": 30, "train_loss": 2.9, "train_runtime": 1.0},
+    ]
+    path = tmp_path / "plots" / "loss_curve.png"
+    assert plot_loss_curve(history, path) is True
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+@pytest.mark.parametrize("history", [[], [{"step": 5, "train_loss": 1.0, "train_runtime": 2.0}]])
+def test_plot_loss_curve_without_points(tmp_path, history):
+    path = tmp_path / "loss_curve.png"
+    assert plot_loss_curve(history, path) is False
+    assert not path.exists()
