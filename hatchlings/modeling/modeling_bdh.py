@@ -35,25 +35,45 @@ SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consu
 
 def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tensor | None, chunk_size: int,
                              return_state: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """a_t = sum_{s<t} <q_t, q_s> v_s  (+ q_t^T state), in chunks so no T x T x N tensor ever exists.
+    """a_t = sum_{s<t} <q_t, q_s> v_s  (+ q_t^T state), without ever forming a T x T x N tensor.
 
-    Inside a chunk the (C x C) score matrix is masked to strictly earlier tokens; tokens of earlier chunks
-    are read through the running state S = sum_s q_s v_s^T, kept in float32.
-    q: (B, H, T, N); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) or None.
-    Returns a: (B, H, T, D) and the final state (None unless `return_state`).
+    Two exact formulations, chosen by cost: per token and head the quadratic form costs T (N + D)
+    multiply-adds, the chunked form C (N + D) for the (C x C) block inside its chunk plus 2 N D to read
+    and write the running state S = sum_s q_s v_s^T. Short sequences use the former, long ones the latter,
+    so training is never slower than the plain quadratic form and is linear in T beyond it. The chunked
+    form is loop-free (chunk states summed with a cumsum), which autograd and torch.compile handle well.
+
+    q: (B, H, T, N); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) float32 or None.
+    Returns a: (B, H, T, D) and, if `return_state`, the state after the last token (float32).
     """
-    T = q.shape[2]
-    outputs = []
-    for start in range(0, T, chunk_size):
-        qc, vc = q[:, :, start:start + chunk_size], v[:, :, start:start + chunk_size]  # (B,H,C,N), (B,1,C,D)
-        out = (qc @ qc.transpose(-1, -2)).tril(diagonal=-1) @ vc  # (B, H, C, D)
+    B, H, T, N = q.shape
+    D = v.shape[-1]
+    if T * (N + D) <= chunk_size * (N + D) + 2 * N * D:
+        out = (q @ q.transpose(-1, -2)).tril(diagonal=-1) @ v  # (B, H, T, D)
         if state is not None:
-            out = out + (qc.to(state.dtype) @ state).to(out.dtype)
-        if return_state or start + chunk_size < T:
-            write = qc.transpose(-1, -2).float() @ vc.float()  # (B, H, N, D)
+            out = out + (q.float() @ state).to(out.dtype)
+        if return_state:
+            write = q.transpose(-1, -2).float() @ v.float()  # (B, H, N, D)
             state = write if state is None else state + write
-        outputs.append(out)
-    return torch.cat(outputs, dim=2), (state if return_state else None)
+        return out, (state if return_state else None)
+
+    pad = -T % chunk_size
+    if pad:
+        q, v = F.pad(q, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))  # zero rows write nothing to the state
+    qc, vc = q.unflatten(2, (-1, chunk_size)), v.unflatten(2, (-1, chunk_size))  # (B,H,nc,C,N), (B,1,nc,C,D)
+    n_chunks = qc.shape[2]
+    intra = (qc @ qc.transpose(-1, -2)).tril(diagonal=-1) @ vc  # (B, H, nc, C, D)
+    writes = (qc.transpose(-1, -2).float() @ vc.float()).flatten(-2)  # (B, H, nc, N*D): what each chunk adds
+    # S at the start of chunk i = sum_{j<i} writes_j: a strictly-lower-triangular matmul over chunks
+    # (on CPU, cumsum along a non-innermost dim is an order of magnitude slower than this GEMM)
+    earlier = torch.ones(n_chunks, n_chunks, device=q.device).tril(diagonal=-1)
+    before = (earlier @ writes).unflatten(-1, (N, D))  # (B, H, nc, N, D)
+    if state is not None:
+        before = before + state[:, :, None]
+    out = (intra + (qc.float() @ before).to(intra.dtype)).flatten(2, 3)  # (B, H, nc*C, D)
+    if pad:
+        out = out[:, :, :T]
+    return out, (before[:, :, -1] + writes[:, :, -1].unflatten(-1, (N, D)) if return_state else None)
 
 
 def recurrent_linear_attention_step(q: torch.Tensor, v: torch.Tensor,
@@ -183,7 +203,7 @@ class BdhModel(BdhPreTrainedModel):
         if self.gradient_checkpointing and self.training:
             use_cache = False  # a checkpointed layer would write its state twice
         cache = (past_key_values or RecurrentStateCache()) if use_cache else None
-        key_mask = self._key_mask(attention_mask, B, T)
+        key_mask = self._key_mask(attention_mask, B, T, past_key_values.get_seq_length() if past_key_values else 0)
         offset = cache.get(-1, SEEN) if cache is not None else None
         cos, sin = rope_pair_cos_sin(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
                                      cfg.neurons_per_head, cfg.rope_theta)
@@ -208,15 +228,17 @@ class BdhModel(BdhPreTrainedModel):
                               sparsity=torch.stack(sparsity) if output_sparsity else None)
 
     @staticmethod
-    def _key_mask(attention_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    def _key_mask(attention_mask: torch.Tensor | None, batch: int, length: int, past: int) -> torch.Tensor | None:
         """The mask of the new tokens, (B, T), or None when every token is real.
 
-        `generate` passes the mask of the whole sequence so far; only its last `length` columns are new.
+        `generate` passes the mask of the whole sequence so far (`past` cached tokens + `length` new ones);
+        only its last `length` columns are new.
         """
         if attention_mask is None:
             return None
-        if attention_mask.dim() != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] < length:
-            raise ValueError(f"attention_mask must have shape ({batch}, >= {length}), got {tuple(attention_mask.shape)}")
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != (batch, past + length):
+            raise ValueError(f"attention_mask must have shape ({batch}, {past + length}) = (batch, cached + new "
+                             f"tokens), got {tuple(attention_mask.shape)}")
         mask = attention_mask[:, -length:]
         return None if bool(mask.all()) else mask
 
@@ -258,6 +280,9 @@ class BdhForCausalLM(BdhPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden[:, keep])
         loss = None
         if labels is not None:
+            if attention_mask is not None and attention_mask.shape == labels.shape:
+                # a target predicted from a padding slot (the first real token after left padding) is no prediction
+                labels = labels.masked_fill(F.pad(attention_mask[:, :-1] == 0, (1, 0), value=False), -100)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return BdhCausalLMOutput(loss=loss, logits=logits, past_key_values=out.past_key_values,
                                  hidden_states=out.hidden_states, sparsity=out.sparsity)

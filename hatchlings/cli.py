@@ -1,0 +1,90 @@
+"""The `hatchlings` command: train, generate, bench.
+
+User mistakes (a missing file, a bad YAML key, an unknown architecture) end with one line on stderr
+and exit status 2, never a traceback; genuine bugs still raise so they can be reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .training.config import UsageError
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
+
+    import hatchlings  # noqa: F401  (registers the architectures, so no remote code is needed)
+
+    folder = Path(args.model)
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"not a saved model folder (no config.json): {folder}")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    inputs = tokenizer(args.prompt, return_tensors="pt")
+    sampling = {"do_sample": True, "temperature": args.temperature, "top_k": args.top_k} if args.temperature > 0 \
+        else {"do_sample": False}
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
+    torch.manual_seed(args.seed)
+    if args.stream:
+        print(args.prompt, end="", flush=True)
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=args.max_new_tokens, streamer=streamer, **sampling)
+    if not args.stream:
+        print(args.prompt + tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+    return 0
+
+
+def _train(rest: list[str]) -> int:
+    from .training import run_training
+
+    run_training(rest)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    run_benchmark(args.what, output_dir=args.output_dir, quick=args.quick)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hatchlings", description=__doc__.splitlines()[0], allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train a model (same flags as train.py)", add_help=False)
+    gen = sub.add_parser("generate", help="continue a prompt with a saved model")
+    gen.add_argument("model", help="folder written by train.py")
+    gen.add_argument("--prompt", default="\n")
+    gen.add_argument("--max_new_tokens", type=int, default=200)
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    gen.add_argument("--top_k", type=int, default=50)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    bench = sub.add_parser("bench", help="run a benchmark, write markdown + JSON results")
+    bench.add_argument("what", help="benchmark name, e.g. bdh")
+    bench.add_argument("--output_dir", default="benchmarks/results")
+    bench.add_argument("--quick", action="store_true", help="small shapes, for smoke tests")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["train"]:  # everything after `train` belongs to the training parser
+            return _train(argv[1:])
+        args = _parser().parse_args(argv)
+        return _generate(args) if args.command == "generate" else _bench(args)
+    except UsageError as err:
+        print(f"hatchlings: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hatchlings: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

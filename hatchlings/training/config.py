@@ -1,0 +1,151 @@
+"""Run presets: a YAML file (model config + data + TrainingArguments) with command-line overrides.
+
+A preset has four sections, every key checked so a typo fails at start-up rather than being ignored:
+
+    architecture: bdh
+    model:      {hidden_size: 128, ...}            # fields of the architecture's config class
+    data:       {block_size: 256, ...}             # DataConfig fields
+    training:   {max_steps: 300, ...}              # any transformers.TrainingArguments field
+    generation: {prompt: "...", max_new_tokens: 200}  # the sample printed after training
+
+On the command line, `--train_file`, `--validation_file` and the other DataConfig fields override the
+data section, and every other `--flag value` is a TrainingArguments flag (parsed by Transformers' own
+HfArgumentParser, after the YAML values, so the command line wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..modeling import config_class_for
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for (file, key, value): reported as one line, no traceback."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the text comes from and how it is cut into training blocks."""
+
+    train_file: list[str] | None = None  # text files; None = Python's own documentation (pydoc_data)
+    validation_file: list[str] | None = None  # None = hold out the last `validation_fraction` of blocks
+    block_size: int = 256
+    validation_fraction: float = 0.1
+    max_eval_blocks: int | None = 64  # cap on validation blocks scored during training (None = all)
+
+    def __post_init__(self):
+        for name in ("train_file", "validation_file"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+        if self.block_size < 2:
+            raise UsageError(f"data.block_size must be >= 2, got {self.block_size}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise UsageError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        for path in (self.train_file or []) + (self.validation_file or []):
+            if not Path(path).is_file():
+                raise UsageError(f"data file not found: {path}")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    architecture: str
+    model: dict
+    data: DataConfig
+    training: TrainingArguments
+    generation: dict
+
+
+SECTIONS = {"architecture", "model", "data", "training", "generation"}
+GENERATION_KEYS = {"prompt", "max_new_tokens", "temperature", "top_k"}
+
+
+def _check_keys(section: str, given: dict, allowed: set[str], source: str) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise UsageError(f"{source}: unknown key(s) in '{section}': {', '.join(unknown)}")
+
+
+def _to_flags(values: dict) -> list[str]:
+    """TrainingArguments values from YAML as CLI flags, so one parser handles YAML and overrides alike."""
+    flags = []
+    for key, value in values.items():
+        if isinstance(value, list):
+            flags += [f"--{key}", *map(str, value)]
+        elif value is not None:
+            flags += [f"--{key}", str(value)]
+    return flags
+
+
+def load_preset(path: str | None) -> dict:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        preset = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(preset, dict):
+        raise UsageError(f"{path}: expected a mapping with sections {sorted(SECTIONS)}")
+    _check_keys("top level", preset, SECTIONS, path)
+    return preset
+
+
+def parse_run_config(argv: list[str]) -> RunConfig:
+    """Build the run from `--config preset.yaml` plus overrides; raise UsageError on anything wrong."""
+    parser = argparse.ArgumentParser(prog="train.py", add_help=True, allow_abbrev=False,
+                                     description="Train a hatchlings model (any TrainingArguments flag is accepted).")
+    parser.add_argument("--config", help="YAML preset, e.g. configs/bdh-tiny.yaml")
+    parser.add_argument("--architecture", help="architecture id (overrides the preset)")
+    for field in dataclasses.fields(DataConfig):
+        parser.add_argument(f"--{field.name}", nargs="+" if field.name.endswith("_file") else None, default=None)
+    args, rest = parser.parse_known_args(argv)
+    preset = load_preset(args.config)
+    source = args.config or "command line"
+
+    arch = args.architecture or preset.get("architecture")
+    if not arch:
+        raise UsageError("no architecture: give --config with an 'architecture' key or --architecture")
+    try:
+        config_cls = config_class_for(arch)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    model = dict(preset.get("model") or {})
+    _check_keys("model", model, {f.name for f in dataclasses.fields(config_cls)}, source)
+
+    data_values = dict(preset.get("data") or {})
+    _check_keys("data", data_values, {f.name for f in dataclasses.fields(DataConfig)}, source)
+    for field in dataclasses.fields(DataConfig):
+        override = getattr(args, field.name)
+        if override is not None:
+            data_values[field.name] = override if field.name.endswith("_file") else type(field.default)(override)
+    data = DataConfig(**data_values)
+
+    training_values = dict(preset.get("training") or {})
+    _check_keys("training", training_values, {f.name for f in dataclasses.fields(TrainingArguments)}, source)
+    training = _parse_training_args(_to_flags(training_values) + rest)
+
+    generation = dict(preset.get("generation") or {})
+    _check_keys("generation", generation, GENERATION_KEYS, source)
+    return RunConfig(arch, model, data, training, generation)
+
+
+def _parse_training_args(flags: list[str]) -> TrainingArguments:
+    parser = HfArgumentParser(TrainingArguments)
+    try:
+        training, unknown = parser.parse_args_into_dataclasses(args=flags, return_remaining_strings=True)
+    except SystemExit:
+        raise UsageError(f"invalid training arguments: {' '.join(flags)}") from None
+    except ValueError as err:
+        raise UsageError(f"invalid training arguments: {err}") from None
+    if unknown:
+        raise UsageError(f"unknown argument(s): {' '.join(unknown)}")
+    return training

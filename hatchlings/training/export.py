@@ -1,0 +1,55 @@
+"""Write a self-contained Hub folder: weights, config with auto_map, modeling files, tokenizer, card.
+
+Every file is first written to a temporary folder beside the target and then moved into place with
+`os.replace`, so an interrupted export never leaves a half-written model.safetensors behind a valid
+config (a reader sees the old file or the new one, never a torn one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers import GenerationConfig
+
+from ..model_cards import build_model_card, plot_loss_curve
+
+ARCHITECTURE_SUMMARIES = {
+    "bdh": ("BDH (Baby Dragon Hatchling; Kosowski et al., 2025): one block of weights shared by every layer, "
+            "sparse positive ReLU neurons, and a linear attention whose running sum is a Hebbian synaptic "
+            "state, so generation costs the same per token at any context length."),
+}
+
+
+def default_generation_config(model) -> GenerationConfig:
+    """Sampling defaults for the Hub widget and `pipeline`; callers can still pass do_sample=False."""
+    cfg = model.config
+    return GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+                            pad_token_id=cfg.pad_token_id, do_sample=True, temperature=0.8, top_k=50,
+                            max_new_tokens=200)
+
+
+def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, architecture: str,
+                      train_info: dict, eval_results: dict, log_history: list[dict],
+                      widget_prompts: list[str], datasets: list[str] | None = None) -> Path:
+    """Save `model` + `tokenizer` + generation config + loss curve + model card into `output_dir`."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        model.generation_config = default_generation_config(model)
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        curve = "loss_curve.png" if plot_loss_curve(log_history, staging / "loss_curve.png") else None
+        card = build_model_card(model=model, repo_name=out.resolve().name, architecture=architecture,
+                                summary=ARCHITECTURE_SUMMARIES.get(architecture, architecture),
+                                train_info=train_info, eval_results=eval_results,
+                                widget_prompts=widget_prompts, datasets=datasets, loss_curve=curve)
+        card.save(staging / "README.md")
+        for item in staging.iterdir():
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

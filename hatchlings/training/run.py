@@ -1,0 +1,116 @@
+"""`train.py` / `hatchlings train`: preset -> tokenizer, model, datasets -> Trainer -> Hub folder.
+
+The same code runs as one process or as several under `accelerate launch` / `torchrun`: Trainer
+handles the distributed sampler and gradient all-reduce; only rank 0 exports and prints the sample.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import sys
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, default_data_collator, set_seed
+
+from ..modeling import config_class_for
+from ..tokenization import build_byte_tokenizer
+from .config import RunConfig, UsageError, parse_run_config
+from .data import build_datasets
+from .export import export_hub_folder
+from .trainer import HatchlingsTrainer
+
+
+def build_model(run: RunConfig, tokenizer):
+    """A freshly initialised model of the run's architecture, sized to the tokenizer."""
+    try:
+        config = config_class_for(run.architecture)(
+            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, **run.model)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"invalid model config: {err}") from None
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _train_info(run: RunConfig, trainer, n_train_blocks: int, seconds: float) -> dict:
+    args = trainer.args
+    tokens = trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps \
+        * args.world_size * run.data.block_size
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "CPU")
+    return {
+        "data": ", ".join(run.data.train_file) if run.data.train_file else "Python documentation (pydoc_data.topics)",
+        "training blocks": f"{n_train_blocks} x {run.data.block_size} tokens",
+        "steps": trainer.state.global_step,
+        "tokens seen": tokens,
+        "batch size (per device x accumulation x processes)":
+            f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {args.world_size}",
+        "learning rate": args.learning_rate,
+        "optimizer": str(args.optim),
+        "hardware": f"{args.world_size} x {device} ({torch.get_num_threads()} threads)",
+        "wall time (s)": round(seconds, 1),
+        "command": " ".join(["train.py", *sys.argv[1:]]),
+    }
+
+
+def sample(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+           top_k: int = 50) -> str:
+    """Continue `prompt` by sampling: the quick look at what the model learned."""
+    model.eval()
+    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                             top_k=top_k)
+    return tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def run_training(argv: list[str]) -> dict:
+    """Train as the preset and flags say; return the final validation metrics."""
+    run = parse_run_config(argv)
+    set_seed(run.training.seed)
+    tokenizer = build_byte_tokenizer()
+    model = build_model(run, tokenizer)
+    with run.training.main_process_first(desc="tokenizing"):
+        train_ds, val_ds, stats = build_datasets(run.data, tokenizer)
+    cap = run.data.max_eval_blocks
+    trainer = HatchlingsTrainer(model=model, args=run.training, train_dataset=train_ds,
+                                eval_dataset=val_ds.select(range(min(cap or len(val_ds), len(val_ds)))),
+                                data_collator=default_data_collator, bytes_per_token=stats.bytes_per_token)
+    if trainer.is_world_process_zero():
+        print(f"[hatchlings] {run.architecture}: {model.num_parameters():,} parameters; {len(train_ds)} train / "
+              f"{len(val_ds)} validation blocks of {run.data.block_size} tokens", flush=True)
+    start = time.time()
+    result = trainer.train()
+    seconds = time.time() - start
+    metrics = trainer.evaluate(eval_dataset=val_ds)
+    if trainer.is_world_process_zero():
+        _finish(run, trainer, tokenizer, metrics, result.training_loss, len(train_ds), seconds)
+    del trainer, model
+    _teardown()
+    return metrics
+
+
+def _finish(run: RunConfig, trainer, tokenizer, metrics: dict, train_loss: float, n_train: int,
+            seconds: float) -> None:
+    """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
+    model = trainer.model
+    prompt = run.generation.get("prompt", "\n")
+    out = export_hub_folder(
+        model, tokenizer, run.training.output_dir, architecture=run.architecture,
+        train_info=_train_info(run, trainer, n_train, seconds),
+        eval_results={"eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
+                      "bits_per_byte": metrics["eval_bits_per_byte"], "dataset": "held-out text"},
+        log_history=trainer.state.log_history, widget_prompts=[prompt])
+    text = sample(model, tokenizer, prompt, **{k: v for k, v in run.generation.items() if k != "prompt"})
+    print(f"--- sample ---\n{prompt}{text}\n--------------", flush=True)
+    print(f"[hatchlings] done: {trainer.state.global_step} steps in {seconds:.0f}s, train loss {train_loss:.4f}, "
+          f"val loss {metrics['eval_loss']:.4f}, val bits/byte {metrics['eval_bits_per_byte']:.4f} -> {out}",
+          flush=True)
+
+
+def _teardown() -> None:
+    """Destroy the process group explicitly: left to interpreter exit, gloo aborts a share of runs."""
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
