@@ -1,7 +1,7 @@
 """BDH: the shared contract (tests/contract.py) plus checks of the BDH math itself.
 
-The reference below is written from the equations (DESIGN.md §3 bdh, modeling_bdh's docstring), not
-from the model's code: it materialises the full masked T x T score matrix and rotates neuron pairs with
+The reference (hatchlings/bench/reference_bdh.py, also what `hatchlings bench bdh` times) is written from
+the equations (DESIGN.md §3 bdh), not from the model's code: it materialises the full masked T x T score matrix and rotates neuron pairs with
 complex numbers, so an error in the model's chunking, state carry-over or RoPE cannot hide in a shared
 helper. Only the weights are taken from the model.
 """
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from contract import ArchSpec, make_contract_tests, random_ids
 from hatchlings import BdhConfig
+from hatchlings.bench.reference_bdh import model_weights, reference_bdh, reference_rope
 from hatchlings.modeling.modeling_bdh import chunked_linear_attention, recurrent_linear_attention_step
 
 TINY = dict(vocab_size=259, hidden_size=32, num_attention_heads=2, mlp_internal_dim_multiplier=4,
@@ -43,49 +44,6 @@ SPEC = ArchSpec(
 )
 
 globals().update(make_contract_tests(SPEC))
-
-
-# ------------------------------------------------------------------------------------- the reference
-
-def reference_rope(v: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotate neuron pair (2k, 2k+1) at position t by t * theta^(-2k/N), as a complex multiplication.
-
-    v: (B, H, T, N) -> (B, H, T, N). Angles in float64, then cast to v's dtype.
-    """
-    T, N = v.shape[2], v.shape[3]
-    k = torch.arange(N // 2, dtype=torch.float64)
-    angles = torch.arange(T, dtype=torch.float64)[:, None] * theta ** (-2 * k / N)  # (T, N/2)
-    rotor = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (T, N/2), e^{i angle}
-    pairs = torch.view_as_complex(v.reshape(*v.shape[:-1], N // 2, 2).contiguous())  # a + ib per pair
-    return torch.view_as_real(pairs * rotor).reshape(v.shape)
-
-
-def reference_bdh(ids: torch.Tensor, weights: dict[str, torch.Tensor], cfg: BdhConfig):
-    """The BDH equations, verbatim and quadratic. ids: (B, T) -> logits (B, T, V), per-layer (x_sparse, y)."""
-    def ln(t):
-        return F.layer_norm(t, (t.shape[-1],), eps=cfg.layer_norm_eps)
-
-    enc, enc_v, dec = weights["encoder"], weights["encoder_v"], weights["decoder"]  # (H,D,N), (H,D,N), (H*N,D)
-    B, T = ids.shape
-    H, D, N = enc.shape
-    x = ln(weights["embed"][ids])  # (B, T, D)
-    neurons = []
-    for _ in range(cfg.num_hidden_layers):  # the same weights in every layer
-        x_sparse = torch.relu(torch.einsum("btd,hdn->bhtn", x, enc))  # (B, H, T, N)
-        qr = reference_rope(x_sparse, cfg.rope_theta)  # queries == keys
-        scores = (qr @ qr.transpose(-1, -2)).tril(-1)  # (B, H, T, T), strictly earlier tokens, no softmax
-        a = ln(scores @ x[:, None])  # (B, H, T, D); the values are x itself, shared by all heads
-        y = torch.relu(torch.einsum("bhtd,hdn->bhtn", a, enc_v))  # (B, H, T, N)
-        z = (x_sparse * y).transpose(1, 2).reshape(B, T, H * N) @ dec  # (B, T, D)
-        x = ln(x + ln(z))
-        neurons.append((x_sparse, y))
-    return x @ weights["lm_head"].T, neurons
-
-
-def model_weights(model) -> dict[str, torch.Tensor]:
-    block = model.model.block
-    return {"embed": model.model.embed_tokens.weight, "encoder": block.encoder, "encoder_v": block.encoder_v,
-            "decoder": block.decoder, "lm_head": model.lm_head.weight}
 
 
 def test_reference_rope_is_a_rotation():

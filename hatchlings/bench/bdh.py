@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .reference_bdh import reference_bdh_forward
+from .reference_bdh import model_weights, reference_bdh
 from .runner import Table, median_seconds
 
 TINY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, mlp_internal_dim_multiplier=16,
@@ -34,7 +34,7 @@ def _loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def _train_step(model, ids: torch.Tensor, reference: bool) -> list[torch.Tensor]:
     """One forward + backward; returns (logits, *gradients) for the numerics check."""
     model.zero_grad(set_to_none=True)
-    logits = reference_bdh_forward(model, ids) if reference else model(ids).logits
+    logits = reference_bdh(ids, model_weights(model), model.config)[0] if reference else model(ids).logits
     _loss(logits, ids).backward()
     return [logits.detach()] + [p.grad.clone() for p in model.parameters()]
 
@@ -67,7 +67,8 @@ def generation_table(shape: dict, contexts: list[int], steps: int, repeats: int)
             token = ids[:, context:]
             per_token = median_seconds(lambda: [model(token, past_key_values=cache) for _ in range(steps)],
                                        repeats) / steps
-            recompute = median_seconds(lambda: reference_bdh_forward(model, ids), max(1, repeats // 2))
+            weights = model_weights(model)
+            recompute = median_seconds(lambda: reference_bdh(ids, weights, model.config), max(1, repeats // 2))
             state_mb = sum(t.numel() * t.element_size() for t in cache.states.values()) / 2**20
             rows.append({"context": context, "ours ms/token (cached state)": per_token * 1e3,
                          "reference ms/token (recompute prefix)": recompute * 1e3,

@@ -1,53 +1,56 @@
-"""BDH exactly as the paper's equations state it: the unoptimized formulation we measure against.
+"""BDH exactly as the paper's equations state it: the unoptimized formulation we test and measure against.
 
-Written directly from the math (DESIGN.md §3, bdh), sharing only the weights of a `BdhForCausalLM`:
-every layer builds the full T x T score matrix between rotated sparse neurons and masks it to strictly
-earlier tokens. No chunks, no state, no cache: generating a token recomputes the whole prefix. The
-tests use it as the oracle our chunked and recurrent paths must match; `hatchlings bench bdh` times it.
+Written from the math (DESIGN.md §3, bdh), not from the model's code: every layer materialises the full
+masked T x T score matrix and rotates neuron pairs with complex numbers, so an error in the model's
+chunking, state carry-over or RoPE cannot hide in a shared helper. Only the weights come from the model.
+No chunks, no state, no cache: generating a token recomputes the whole prefix. The tests use it as the
+oracle the chunked and recurrent paths must match; `hatchlings bench bdh` times it.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-
-def _rotate(v: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """RoPE on neuron pairs (2k, 2k+1) by angle t * theta^(-2k/N); v: (B, H, T, N), positions: (T,)."""
-    n = v.shape[-1]
-    k = torch.arange(n // 2, dtype=torch.float64)
-    angle = torch.remainder(positions.double()[:, None] * theta ** (-2 * k / n), 2 * math.pi)  # (T, N/2)
-    cos = torch.cos(angle).repeat_interleave(2, dim=-1).to(v.dtype)  # (T, N)
-    sin = torch.sin(angle).repeat_interleave(2, dim=-1).to(v.dtype)
-    swapped = torch.stack((-v[..., 1::2], v[..., 0::2]), dim=-1).reshape(v.shape)  # (-b, a) per pair
-    return v * cos + swapped * sin
+from ..modeling import BdhConfig
 
 
-def reference_bdh_forward(model, input_ids: torch.Tensor, return_activations: bool = False):
-    """Logits (B, T, V) of `model` (a BdhForCausalLM) computed by the reference equations.
+def reference_rope(v: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotate neuron pair (2k, 2k+1) at position t by t * theta^(-2k/N), as a complex multiplication.
 
-    With `return_activations`, also returns a list of (x_sparse, y_sparse) per layer, each (B, H, T, N).
+    v: (B, H, T, N) -> (B, H, T, N). Angles in float64, then cast to v's dtype.
     """
-    cfg = model.config
-    block = model.model.block
-    eps = cfg.layer_norm_eps
-    ln = lambda t: F.layer_norm(t, (t.shape[-1],), eps=eps)  # noqa: E731  (affine-free LayerNorm)
-    B, T = input_ids.shape
-    H, D, N = block.encoder.shape
+    T, N = v.shape[2], v.shape[3]
+    k = torch.arange(N // 2, dtype=torch.float64)
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * theta ** (-2 * k / N)  # (T, N/2)
+    rotor = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (T, N/2), e^{i angle}
+    pairs = torch.view_as_complex(v.reshape(*v.shape[:-1], N // 2, 2).contiguous())  # a + ib per pair
+    return torch.view_as_real(pairs * rotor).reshape(v.shape)
 
-    x = ln(model.model.embed_tokens.weight[input_ids])[:, None]  # (B, 1, T, D)
-    positions = torch.arange(T)
-    activations = []
-    for _ in range(cfg.num_hidden_layers):
-        x_sparse = F.relu(x @ block.encoder)  # (B, H, T, N)
-        q = _rotate(x_sparse, positions, cfg.rope_theta)
-        scores = (q @ q.transpose(-1, -2)).tril(diagonal=-1)  # (B, H, T, T): strictly earlier tokens
-        a = ln(scores @ x)  # (B, H, T, D)
-        y_sparse = F.relu(a @ block.encoder_v)  # (B, H, T, N)
-        xy = (x_sparse * y_sparse).transpose(1, 2).reshape(B, 1, T, H * N)
-        x = ln(x + ln(xy @ block.decoder))  # (B, 1, T, D)
-        activations.append((x_sparse, y_sparse))
-    logits = x[:, 0] @ model.lm_head.weight.T  # (B, T, V)
-    return (logits, activations) if return_activations else logits
+
+def reference_bdh(ids: torch.Tensor, weights: dict[str, torch.Tensor], cfg: BdhConfig):
+    """The BDH equations, verbatim and quadratic. ids: (B, T) -> logits (B, T, V), per-layer (x_sparse, y)."""
+    def ln(t):
+        return F.layer_norm(t, (t.shape[-1],), eps=cfg.layer_norm_eps)
+
+    enc, enc_v, dec = weights["encoder"], weights["encoder_v"], weights["decoder"]  # (H,D,N), (H,D,N), (H*N,D)
+    B, T = ids.shape
+    H, D, N = enc.shape
+    x = ln(weights["embed"][ids])  # (B, T, D)
+    neurons = []
+    for _ in range(cfg.num_hidden_layers):  # the same weights in every layer
+        x_sparse = torch.relu(torch.einsum("btd,hdn->bhtn", x, enc))  # (B, H, T, N)
+        qr = reference_rope(x_sparse, cfg.rope_theta)  # queries == keys
+        scores = (qr @ qr.transpose(-1, -2)).tril(-1)  # (B, H, T, T), strictly earlier tokens, no softmax
+        a = ln(scores @ x[:, None])  # (B, H, T, D); the values are x itself, shared by all heads
+        y = torch.relu(torch.einsum("bhtd,hdn->bhtn", a, enc_v))  # (B, H, T, N)
+        z = (x_sparse * y).transpose(1, 2).reshape(B, T, H * N) @ dec  # (B, T, D)
+        x = ln(x + ln(z))
+        neurons.append((x_sparse, y))
+    return x @ weights["lm_head"].T, neurons
+
+
+def model_weights(model) -> dict[str, torch.Tensor]:
+    block = model.model.block
+    return {"embed": model.model.embed_tokens.weight, "encoder": block.encoder, "encoder_v": block.encoder_v,
+            "decoder": block.decoder, "lm_head": model.lm_head.weight}

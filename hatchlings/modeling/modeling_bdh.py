@@ -41,7 +41,8 @@ def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tens
     multiply-adds, the chunked form C (N + D) for the (C x C) block inside its chunk plus 2 N D to read
     and write the running state S = sum_s q_s v_s^T. Short sequences use the former, long ones the latter,
     so training is never slower than the plain quadratic form and is linear in T beyond it. The chunked
-    form is loop-free (chunk states summed with a cumsum), which autograd and torch.compile handle well.
+    form is loop-free (chunk states summed by one triangular matmul), which autograd and torch.compile
+    handle well.
 
     q: (B, H, T, N); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) float32 or None.
     Returns a: (B, H, T, D) and, if `return_state`, the state after the last token (float32).
@@ -202,7 +203,8 @@ class BdhModel(BdhPreTrainedModel):
         use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False  # a checkpointed layer would write its state twice
-        cache = (past_key_values or RecurrentStateCache()) if use_cache else None
+        # a cache passed in is always used (as in Transformers' own models); a new one only when asked for
+        cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
         key_mask = self._key_mask(attention_mask, B, T, past_key_values.get_seq_length() if past_key_values else 0)
         offset = cache.get(-1, SEEN) if cache is not None else None
         cos, sin = rope_pair_cos_sin(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
