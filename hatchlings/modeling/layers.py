@@ -38,33 +38,32 @@ def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), eps=eps)
 
 
-def rope_pair_cos_sin(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosines and sines for rotary embeddings that rotate adjacent pairs (2k, 2k+1) of a `dim` vector.
+def rope_pair_rotor(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
+    """Unit complex numbers e^{i angle} that rotate adjacent pairs (2k, 2k+1) of a `dim` vector.
 
     Pair k turns by angle `t * theta^(-2k/dim)` at position t. The angle is reduced modulo 2*pi in
     float64 before the trig functions so that positions in the hundreds of thousands keep full float32
     accuracy, and so that every code path (parallel, chunked, token-by-token) sees bit-identical angles.
 
-    positions: (B, T) integer positions.  Returns cos, sin: (B, 1, T, dim // 2) float32.
+    positions: (B, T) integer positions.  Returns (B, 1, T, dim // 2) complex64, broadcast over heads.
     """
     if dim % 2:
         raise ValueError(f"rotary dimension must be even, got {dim}")
     inv_freq = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)  # (dim/2,)
     turns = positions.to(torch.float64)[..., None] * (inv_freq / (2 * math.pi))  # (B, T, dim/2), in full turns
     angles = (turns - torch.floor(turns)) * (2 * math.pi)
-    cos, sin = torch.cos(angles).float(), torch.sin(angles).float()
-    return cos[:, None], sin[:, None]
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)[:, None]
 
 
-def apply_rope_pairs(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs of the last dim: (a, b) -> (a cos - b sin, b cos + a sin).
+def apply_rope_pairs(v: torch.Tensor, rotor: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs of the last dim, (a, b) -> (a cos - b sin, b cos + a sin), as one complex product.
 
-    v: (B, H, T, dim); cos, sin: (B, 1, T, dim // 2), broadcast over heads. Computed in v's dtype.
+    One fused multiply (and its conjugate in backward) instead of the half-dozen slices, products and a
+    stack of the real form: on CPU the real form's elementwise passes cost as much as a matmul.
+    v: (B, H, T, dim); rotor: (B, 1, T, dim // 2) from `rope_pair_rotor`. Computed in float32.
     """
-    pairs = v.unflatten(-1, (-1, 2))  # (B, H, T, dim/2, 2)
-    a, b = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos.to(v.dtype), sin.to(v.dtype)
-    return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+    pairs = torch.view_as_complex(v.float().unflatten(-1, (-1, 2)))  # (B, H, T, dim/2): a + ib
+    return torch.view_as_real(pairs * rotor).flatten(-2).to(v.dtype)
 
 
 def positions_from_mask(attention_mask: torch.Tensor | None, batch: int, length: int, offset: torch.Tensor | None,

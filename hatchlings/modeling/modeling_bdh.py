@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import RecurrentStateCache
 from .configuration_bdh import BdhConfig
-from .layers import apply_rope_pairs, layer_norm, positions_from_mask, rope_pair_cos_sin, validate_input_ids
+from .layers import apply_rope_pairs, layer_norm, positions_from_mask, rope_pair_rotor, validate_input_ids
 
 STATE = "synapses"  # cache entry per layer: the (B, H, N, D) Hebbian state
 SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consumed, for RoPE positions
@@ -115,7 +115,7 @@ class BdhBlock(GradientCheckpointingLayer):
         self.eps = config.layer_norm_eps
         self.chunk_size = config.attn_chunk_size
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, rotor: torch.Tensor, key_mask: torch.Tensor | None,
                 state: torch.Tensor | None = None, return_state: bool = False, output_sparsity: bool = False):
         """x: (B, T, D) -> new x (B, T, D), new state (B, H, N, D) or None, zero fractions (2,) or None."""
         B, T, D = x.shape
@@ -123,7 +123,7 @@ class BdhBlock(GradientCheckpointingLayer):
         x_sparse = F.relu(x[:, None] @ self.encoder)  # (B, H, T, N)
         if key_mask is not None:  # padding neither writes to the state nor is read by later tokens
             x_sparse = x_sparse * key_mask[:, None, :, None].to(x_sparse.dtype)
-        q = apply_rope_pairs(x_sparse, cos, sin)
+        q = apply_rope_pairs(x_sparse, rotor)
         if T == 1 and state is not None:
             a, state = recurrent_linear_attention_step(q, x[:, None], state)
         else:
@@ -207,14 +207,14 @@ class BdhModel(BdhPreTrainedModel):
         cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
         key_mask = self._key_mask(attention_mask, B, T, past_key_values.get_seq_length() if past_key_values else 0)
         offset = cache.get(-1, SEEN) if cache is not None else None
-        cos, sin = rope_pair_cos_sin(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
-                                     cfg.neurons_per_head, cfg.rope_theta)
+        rotor = rope_pair_rotor(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
+                                cfg.neurons_per_head, cfg.rope_theta)
 
         x = layer_norm(inputs_embeds, cfg.layer_norm_eps)
         hidden_states, sparsity = [x] if output_hidden_states else None, []
         for layer in range(cfg.num_hidden_layers):
             state = cache.get(layer, STATE) if cache is not None else None
-            x, state, stats = self.block(x, cos, sin, key_mask, state, return_state=cache is not None,
+            x, state, stats = self.block(x, rotor, key_mask, state, return_state=cache is not None,
                                          output_sparsity=output_sparsity)
             if cache is not None:
                 cache.set(layer, STATE, state)
