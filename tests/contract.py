@@ -204,6 +204,17 @@ def check_incremental_decoding(spec: ArchSpec) -> None:
             _close(_step_through(model, ids, None, prefill), full, 1e-4, f"cached decoding after {prefill} tokens")
 
 
+def check_passed_cache_is_used(spec: ArchSpec) -> None:
+    """A cache handed in is read (and advanced) even with use_cache=False, as in Transformers' own models:
+    ignoring it would silently restart the sequence."""
+    model = spec.build_model()
+    ids = random_ids(model.config.vocab_size, 1, 6, seed=5)
+    with torch.no_grad():
+        cache = model(ids[:, :5], use_cache=True).past_key_values
+        step = model(ids[:, 5:], past_key_values=cache, use_cache=False).logits[:, -1]
+        _close(step, model(ids, use_cache=False).logits[:, -1], 1e-4, "step with a passed cache")
+
+
 def check_incremental_left_padded(spec: ArchSpec) -> None:
     """The same for a left-padded batch of two prompts of different lengths."""
     model, tok = spec.build_model(**spec.causal_overrides), spec.make_tokenizer()

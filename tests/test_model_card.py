@@ -126,3 +126,11 @@ def test_plot_loss_curve_without_points(tmp_path, history):
     path = tmp_path / "loss_curve.png"
     assert plot_loss_curve(history, path) is False
     assert not path.exists()
+
+
+def test_loss_curve_keeps_the_last_value_of_a_repeated_step():
+    """A capped periodic evaluation and the final full one at the same step: the plot shows the final one."""
+    from hatchlings.model_cards.card import _loss_points
+
+    history = [{"step": 10, "eval_loss": 2.0}, {"step": 20, "eval_loss": 1.5}, {"step": 20, "eval_loss": 1.7}]
+    assert _loss_points(history, "eval_loss") == ([10.0, 20.0], [2.0, 1.7])

@@ -124,12 +124,16 @@ def test_training_lowers_loss_and_exports_a_hub_folder(trained):
     assert not any(n.endswith((".bin", ".pt", ".pkl")) or n.startswith(".export-") for n in names)
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_bdh.BdhForCausalLM"
+    assert config["use_cache"] is True  # Trainer turns it off for training; the export must not keep that
     assert metrics["eval_bits_per_byte"] < 6.0  # untrained: log2(259) = 8.0 bits per byte
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
     results = {r["type"]: r["value"] for r in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
     assert results["loss"] == pytest.approx(metrics["eval_loss"])
     assert results["bits_per_byte"] == pytest.approx(metrics["eval_bits_per_byte"])
+    dataset = card.data.to_dict()["model-index"][0]["results"][0]["dataset"]["name"]
+    assert dataset == "last 10% of pydoc_data topics"
+    assert "OptimizerNames" not in card.text
 
 
 def test_cli_generate_and_stream(trained):

@@ -183,15 +183,18 @@ def build_model_card(
 
 
 def _loss_points(log_history: list[dict], key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) for every finite ``key`` entry that carries a step."""
-    steps, values = [], []
+    """(steps, values) for every finite ``key`` entry that carries a step.
+
+    Where several entries share a step (a periodic evaluation on a capped subset, then the final one on
+    the whole split), the last one wins: it is the number the card reports.
+    """
+    points = {}
     for entry in log_history:
         value, step = _to_plain(entry.get(key)), entry.get("step")
         if step is None or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
-        steps.append(float(step))
-        values.append(float(value))
-    return steps, values
+        points[float(step)] = float(value)
+    return list(points), list(points.values())
 
 
 def plot_loss_curve(log_history: list[dict], path: str | os.PathLike) -> bool:

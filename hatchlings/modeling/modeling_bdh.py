@@ -120,7 +120,7 @@ class BdhBlock(GradientCheckpointingLayer):
         """x: (B, T, D) -> new x (B, T, D), new state (B, H, N, D) or None, zero fractions (2,) or None."""
         B, T, D = x.shape
         H, _, N = self.encoder.shape
-        x_sparse = F.relu(x[:, None] @ self.encoder)  # (B, H, T, N)
+        x_sparse = F.relu(torch.einsum("btd,hdn->bhtn", x, self.encoder))  # (B, H, T, N), one GEMM
         if key_mask is not None:  # padding neither writes to the state nor is read by later tokens
             x_sparse = x_sparse * key_mask[:, None, :, None].to(x_sparse.dtype)
         q = apply_rope_pairs(x_sparse, rotor)

@@ -40,6 +40,7 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         model.generation_config = default_generation_config(model)
+        model.config.use_cache = True  # Trainer switches it off while training; inference wants the cache
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         curve = "loss_curve.png" if plot_loss_curve(log_history, staging / "loss_curve.png") else None

@@ -10,6 +10,7 @@ import gc
 import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, default_data_collator, set_seed
@@ -46,7 +47,7 @@ def _train_info(run: RunConfig, trainer, n_train_blocks: int, seconds: float) ->
         "batch size (per device x accumulation x processes)":
             f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {args.world_size}",
         "learning rate": args.learning_rate,
-        "optimizer": str(args.optim),
+        "optimizer": getattr(args.optim, "value", str(args.optim)),
         "hardware": f"{args.world_size} x {device} ({torch.get_num_threads()} threads)",
         "wall time (s)": round(seconds, 1),
         "command": " ".join(["train.py", *sys.argv[1:]]),
@@ -90,6 +91,14 @@ def run_training(argv: list[str]) -> dict:
     return metrics
 
 
+def _validation_name(run: RunConfig) -> str:
+    """What the reported validation numbers were measured on, in words."""
+    if run.data.validation_file:
+        return ", ".join(Path(f).name for f in run.data.validation_file)
+    source = ", ".join(Path(f).name for f in run.data.train_file) if run.data.train_file else "pydoc_data topics"
+    return f"last {run.data.validation_fraction:.0%} of {source}"
+
+
 def _finish(run: RunConfig, trainer, tokenizer, metrics: dict, train_loss: float, n_train: int,
             seconds: float) -> None:
     """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
@@ -99,7 +108,7 @@ def _finish(run: RunConfig, trainer, tokenizer, metrics: dict, train_loss: float
         model, tokenizer, run.training.output_dir, architecture=run.architecture,
         train_info=_train_info(run, trainer, n_train, seconds),
         eval_results={"eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
-                      "bits_per_byte": metrics["eval_bits_per_byte"], "dataset": "held-out text"},
+                      "bits_per_byte": metrics["eval_bits_per_byte"], "dataset": _validation_name(run)},
         log_history=trainer.state.log_history, widget_prompts=[prompt])
     text = sample(model, tokenizer, prompt, **{k: v for k, v in run.generation.items() if k != "prompt"})
     print(f"--- sample ---\n{prompt}{text}\n--------------", flush=True)
