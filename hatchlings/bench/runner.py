@@ -38,7 +38,7 @@ class Table:
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
 
 
@@ -69,7 +69,7 @@ def write_results(name: str, tables: list[Table], output_dir: str | os.PathLike,
     meta = machine() | {"command": command}
     header = [f"# Benchmark: {name}", "", "Measured " + ", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
     md_path, json_path = out / f"{name}.md", out / f"{name}.json"
-    md_path.write_text("\n".join(header) + "\n".join(t.markdown() for t in tables))
+    md_path.write_text("\n".join(header) + "\n" + "\n".join(t.markdown() for t in tables))
     json_path.write_text(json.dumps({"name": name, "machine": meta,
                                      "tables": [dataclasses.asdict(t) for t in tables]}, indent=2) + "\n")
     return md_path, json_path
