@@ -201,11 +201,9 @@ class BdhModel(BdhPreTrainedModel):
         B, T, _ = inputs_embeds.shape
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
         use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
-        if self.gradient_checkpointing and self.training:
-            use_cache = False  # a checkpointed layer would write its state twice
         # a cache passed in is always used (as in Transformers' own models); a new one only when asked for
         cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
-        key_mask = self._key_mask(attention_mask, B, T, past_key_values.get_seq_length() if past_key_values else 0)
+        key_mask = self._key_mask(attention_mask, B, T, past_key_values.get_seq_length() if past_key_values is not None else 0)
         offset = cache.get(-1, SEEN) if cache is not None else None
         rotor = rope_pair_rotor(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
                                 cfg.neurons_per_head, cfg.rope_theta)
