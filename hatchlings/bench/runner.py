@@ -77,7 +77,7 @@ def write_results(name: str, tables: list[Table], output_dir: str | os.PathLike,
 
 def run_benchmark(what: str, output_dir: str | os.PathLike = "benchmarks/results", quick: bool = False) -> list[Table]:
     """Run the named benchmark, print its tables and write them as markdown + JSON."""
-    from ..training.config import UsageError
+    from ..training.errors import UsageError
     from . import bdh
 
     benchmarks = {"bdh": bdh.run}

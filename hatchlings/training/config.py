@@ -23,34 +23,8 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..modeling import config_class_for
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for (file, key, value): reported as one line, no traceback."""
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where the text comes from and how it is cut into training blocks."""
-
-    train_file: list[str] | None = None  # text files; None = Python's own documentation (pydoc_data)
-    validation_file: list[str] | None = None  # None = hold out the last `validation_fraction` of blocks
-    block_size: int = 256
-    validation_fraction: float = 0.1
-    max_eval_blocks: int | None = 64  # cap on validation blocks scored during training (None = all)
-
-    def __post_init__(self):
-        for name in ("train_file", "validation_file"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                setattr(self, name, [value])
-        if self.block_size < 2:
-            raise UsageError(f"data.block_size must be >= 2, got {self.block_size}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise UsageError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        for path in (self.train_file or []) + (self.validation_file or []):
-            if not Path(path).is_file():
-                raise UsageError(f"data file not found: {path}")
+from .data import DataConfig
+from .errors import UsageError
 
 
 @dataclasses.dataclass
