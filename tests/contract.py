@@ -452,6 +452,14 @@ def check_compile(spec: ArchSpec) -> None:
 
 # ------------------------------------------------------------------------------------ 9/10. card, input
 
+def check_no_split_modules(spec: ArchSpec) -> None:
+    """FSDP's auto-wrap (configs/accelerate/fsdp.yaml) wraps the classes `_no_split_modules` names: each must
+    be a module class the model really contains, or sharding silently falls back to one flat unit."""
+    model = spec.build_model()
+    present = {type(m).__name__ for m in model.modules()}
+    assert model._no_split_modules and set(model._no_split_modules) <= present, model._no_split_modules
+
+
 def check_card_parameter_count(spec: ArchSpec, tiny_model) -> None:
     """The card renders the true parameter count (parsed back from the text)."""
     from hatchlings.model_cards import build_model_card

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,8 @@ class RunConfig:
     data: DataConfig
     training: TrainingArguments
     generation: dict
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    init_from: str | None = None  # start from the weights and tokenizer of an exported model folder
 
 
 SECTIONS = {"architecture", "model", "data", "training", "generation"}
@@ -79,13 +82,18 @@ def parse_run_config(argv: list[str]) -> RunConfig:
                                      description="Train a hatchlings model (any TrainingArguments flag is accepted).")
     parser.add_argument("--config", help="YAML preset, e.g. configs/bdh-tiny.yaml")
     parser.add_argument("--architecture", help="architecture id (overrides the preset)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    parser.add_argument("--init_from", help="exported model folder to start from (continual learning)")
     for field in dataclasses.fields(DataConfig):
         parser.add_argument(f"--{field.name}", nargs="+" if field.name.endswith("_file") else None, default=None)
     args, rest = parser.parse_known_args(argv)
     preset = load_preset(args.config)
     source = args.config or "command line"
 
-    arch = args.architecture or preset.get("architecture")
+    if args.init_from and not (Path(args.init_from) / "config.json").is_file():
+        raise UsageError(f"--init_from: not an exported model folder (no config.json): {args.init_from}")
+    arch = args.architecture or preset.get("architecture") or (_exported_architecture(args.init_from)
+                                                                if args.init_from else None)
     if not arch:
         raise UsageError("no architecture: give --config with an 'architecture' key or --architecture")
     try:
@@ -109,7 +117,12 @@ def parse_run_config(argv: list[str]) -> RunConfig:
 
     generation = dict(preset.get("generation") or {})
     _check_keys("generation", generation, GENERATION_KEYS, source)
-    return RunConfig(arch, model, data, training, generation)
+    return RunConfig(arch, model, data, training, generation, resume=args.resume, init_from=args.init_from)
+
+
+def _exported_architecture(folder: str) -> str:
+    """The architecture id of an exported model: its model_type without the `hatchlings_` prefix."""
+    return json.loads((Path(folder) / "config.json").read_text()).get("model_type", "").removeprefix("hatchlings_")
 
 
 def _parse_training_args(flags: list[str]) -> TrainingArguments:

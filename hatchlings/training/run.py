@@ -13,14 +13,16 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, default_data_collator, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..modeling import config_class_for
 from ..tokenization import build_byte_tokenizer
-from .config import RunConfig, UsageError, parse_run_config
+from .config import RunConfig, parse_run_config
 from .data import build_datasets
 from .export import export_hub_folder
-from .trainer import HatchlingsTrainer
+from .errors import UsageError
+from .trainer import GracefulStop, HatchlingsTrainer
 
 
 def build_model(run: RunConfig, tokenizer):
@@ -65,27 +67,69 @@ def sample(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature
     return tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def run_training(argv: list[str]) -> dict:
-    """Train as the preset and flags say; return the final validation metrics."""
+def _model_and_tokenizer(run: RunConfig):
+    """A fresh model and byte tokenizer, or (continual learning) those of an exported folder."""
+    if not run.init_from:
+        tokenizer = build_byte_tokenizer()
+        return build_model(run, tokenizer), tokenizer
+    if run.model:
+        raise UsageError("--init_from takes the architecture from the exported folder: remove the 'model' section")
+    import hatchlings  # noqa: F401  (registered classes, so no remote code runs)
+
+    return AutoModelForCausalLM.from_pretrained(run.init_from), AutoTokenizer.from_pretrained(run.init_from)
+
+
+def _checkpoint_to_resume(run: RunConfig) -> str | None:
+    """`--resume`: the newest complete checkpoint in output_dir (staged, torn saves are never candidates)."""
+    if run.training.resume_from_checkpoint:
+        return run.training.resume_from_checkpoint
+    if not run.resume:
+        return None
+    folder = Path(run.training.output_dir)
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last is None:
+        raise UsageError(f"--resume: no checkpoint-* folder in {folder} to resume from")
+    return last
+
+
+def run_training(argv: list[str], callbacks: list | None = None) -> dict:
+    """Train as the preset and flags say; return the final validation metrics.
+
+    Ctrl+C / SIGTERM finish the current step, write a checkpoint and return (exit status 0), printing
+    how to resume; the export is only written by a run that reached its last step.
+    """
     run = parse_run_config(argv)
     set_seed(run.training.seed)
-    tokenizer = build_byte_tokenizer()
-    model = build_model(run, tokenizer)
+    model, tokenizer = _model_and_tokenizer(run)
     with run.training.main_process_first(desc="tokenizing"):
         train_ds, val_ds, stats = build_datasets(run.data, tokenizer)
     cap = run.data.max_eval_blocks
+    stop = GracefulStop()
     trainer = HatchlingsTrainer(model=model, args=run.training, train_dataset=train_ds,
                                 eval_dataset=val_ds.select(range(min(cap or len(val_ds), len(val_ds)))),
-                                data_collator=default_data_collator, bytes_per_token=stats.bytes_per_token)
+                                data_collator=default_data_collator, bytes_per_token=stats.bytes_per_token,
+                                callbacks=[*(callbacks or []), stop])  # stop decides last in each step
+    resume = _checkpoint_to_resume(run)
     if trainer.is_world_process_zero():
         print(f"[hatchlings] {run.architecture}: {model.num_parameters():,} parameters; {len(train_ds)} train / "
-              f"{len(val_ds)} validation blocks of {run.data.block_size} tokens", flush=True)
-    start = time.time()
-    result = trainer.train()
-    seconds = time.time() - start
-    metrics = trainer.evaluate(eval_dataset=val_ds)
-    if trainer.is_world_process_zero():
-        _finish(run, trainer, tokenizer, metrics, result.training_loss, len(train_ds), seconds)
+              f"{len(val_ds)} validation blocks of {run.data.block_size} tokens"
+              + (f"; resuming from {resume}" if resume else ""), flush=True)
+    stop.install()
+    try:
+        start = time.time()
+        result = trainer.train(resume_from_checkpoint=resume)
+        seconds = time.time() - start
+    finally:
+        stop.uninstall()
+    metrics = {}
+    if stop.stopped_at is not None:
+        if trainer.is_world_process_zero():
+            print(f"[hatchlings] stopped at step {stop.stopped_at}; checkpoint saved in {run.training.output_dir}. "
+                  f"Resume with: python train.py {' '.join(a for a in argv if a != '--resume')} --resume", flush=True)
+    else:
+        metrics = trainer.evaluate(eval_dataset=val_ds)
+        if trainer.is_world_process_zero():
+            _finish(run, trainer, tokenizer, metrics, result.training_loss, len(train_ds), seconds)
     del trainer, model
     _teardown()
     return metrics
