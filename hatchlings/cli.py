@@ -1,4 +1,4 @@
-"""The `hatchlings` command: train, generate, bench.
+"""The `hatchlings` command: train, generate, eval, push, bench.
 
 User mistakes (a missing file, a bad YAML key, an unknown architecture) end with one line on stderr
 and exit status 2, never a traceback; genuine bugs still raise so they can be reported.
@@ -64,11 +64,23 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--top_k", type=int, default=50)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    from . import hub
+
+    hub.add_arguments(sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub"))
     bench = sub.add_parser("bench", help="run a benchmark, write markdown + JSON results")
     bench.add_argument("what", help="benchmark name, e.g. bdh")
     bench.add_argument("--output_dir", default="benchmarks/results")
     bench.add_argument("--quick", action="store_true", help="small shapes, for smoke tests")
     return parser
+
+
+def _push(args: argparse.Namespace) -> int:
+    from . import hub
+
+    return hub.run(args)
+
+
+COMMANDS = {"generate": _generate, "bench": _bench, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["train"]:  # everything after `train` belongs to the training parser
             return _train(argv[1:])
         args = _parser().parse_args(argv)
-        return _generate(args) if args.command == "generate" else _bench(args)
+        return COMMANDS[args.command](args)
     except UsageError as err:
         print(f"hatchlings: error: {err}", file=sys.stderr)
         return 2

@@ -91,8 +91,10 @@ def test_numpy_and_nonfinite_metrics_still_parse(model):
 
 def test_body_sections_and_usage_snippet(model):
     text = make_card(model).text
-    for heading in ("## Model details", "## Training", "## Evaluation", "## How to use", "## Limitations"):
-        assert heading in text
+    headings = ("## Model details", "## Training", "## Evaluation", "## How to use", "## Intended use",
+                "## Limitations")
+    positions = [text.index(heading) for heading in headings]
+    assert positions == sorted(positions)  # in this order: intended use just before limitations
     assert f'AutoModelForCausalLM.from_pretrained("{REPO}", trust_remote_code=True)' in text
     assert "AutoTokenizer.from_pretrained" in text and 'pipeline("text-generation"' in text
     assert "![Training and validation loss](loss_curve.png)" in text
@@ -134,3 +136,21 @@ def test_loss_curve_keeps_the_last_value_of_a_repeated_step():
 
     history = [{"step": 10, "eval_loss": 2.0}, {"step": 20, "eval_loss": 1.5}, {"step": 20, "eval_loss": 1.7}]
     assert _loss_points(history, "eval_loss") == ([10.0, 20.0], [2.0, 1.7])
+
+
+def test_intended_use_says_what_it_is_for_and_not_for(model):
+    text = make_card(model).text
+    section = text[text.index("## Intended use"):text.index("## Limitations")]
+    assert "research" in section and "brain-inspired language models" in section
+    assert "`bdh` architecture" in section  # the architecture id is filled in
+    assert "**not** meant for" in section
+    for misuse in ("production", "decisions about people", "safety-critical"):
+        assert misuse in section
+    assert "{{" not in text and "}}" not in text  # no unrendered template variables anywhere
+
+
+@pytest.mark.parametrize("datasets", [None, []])
+def test_no_datasets_leaves_the_key_out(model, datasets):
+    card = make_card(model, datasets=datasets)
+    assert "datasets" not in ModelCard(str(card)).data.to_dict()
+    assert "datasets:" not in str(card).split("---")[1]  # not even as an empty/null YAML key

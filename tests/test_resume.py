@@ -111,3 +111,22 @@ def test_bf16_autocast_on_cpu(preset, tmp_path):
     metrics = run_training(["--config", str(preset), "--output_dir", str(tmp_path / "bf16"), "--max_steps", "2",
                             "--bf16", "true", "--save_strategy", "no"])
     assert 0 < metrics["eval_loss"] < 10
+
+
+def test_optimization_section_end_to_end(preset, tmp_path, capsys):
+    """Muon + Wiener-SNR + shifted label smoothing + z-loss + EMA export, set from the command line, train,
+    checkpoint and export; the card says what was used; a bad value is one clear error."""
+    out = tmp_path / "muon"
+    metrics = run_training(["--config", str(preset), "--output_dir", str(out), "--max_steps", "4", "--save_steps", "2",
+                            "--optimizer", "muon", "--wiener_snr", "true", "--label_smoothing", "0.1",
+                            "--z_loss", "1e-4", "--ema_decay", "0.5", "--export_ema", "true"])
+    assert 0 < metrics["eval_loss"] < 10
+    assert "muon" in capsys.readouterr().out.lower()  # the parameter split is printed at start
+    ema = load_file(str(out / "checkpoint-4" / "ema.safetensors"))
+    exported = _weights(out)
+    for name, value in ema.items():  # the export holds the EMA weights, not the raw ones
+        assert (exported[name].float() == value).all(), name
+    card = (out / "README.md").read_text()
+    assert "muon + adamw, wiener_snr True, label_smoothing 0.1, z_loss 0.0001, ema_decay 0.5" in card
+    with pytest.raises(UsageError, match="optim.name"):
+        run_training(["--config", str(preset), "--output_dir", str(tmp_path / "x"), "--optimizer", "sgd"])

@@ -122,6 +122,7 @@ def test_training_lowers_loss_and_exports_a_hub_folder(trained):
             "README.md", "loss_curve.png", "modeling_bdh.py", "configuration_bdh.py", "layers.py",
             "cache.py"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pkl")) or n.startswith(".export-") for n in names)
+    assert all((out / n).stat().st_mode & 0o044 for n in names)  # readable by others, as any exported file
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_bdh.BdhForCausalLM"
     assert config["use_cache"] is True  # Trainer turns it off for training; the export must not keep that
@@ -155,6 +156,7 @@ def test_cli_generate_and_stream(trained):
     (["train", "--config", "/no/such.yaml"], "config file not found"),
     (["train", "--architecture", "dragon"], "unknown architecture 'dragon'"),
     (["bench", "nope"], "unknown benchmark 'nope'"),
+    (["push", "/no/such/model", "--repo-id", "user/name"], "not a folder"),
 ])
 def test_cli_errors_are_one_line(args, message):
     result = cli(*args)

@@ -148,7 +148,10 @@ def build_model_card(
     prose description under the title. ``train_info`` and ``eval_results`` are rendered as
     tables verbatim, and the eval metrics the Hub understands also go into ``model-index``
     so they show on the model page. ``loss_curve`` is a path relative to the README (the
-    image is uploaded alongside it).
+    image is uploaded alongside it). The "Intended use" section is fixed text in the template:
+    every hatchlings model is a small research model, and the Hub asks cards to say what a
+    model is for and what it is not for, apart from its limitations. ``datasets=None`` (or
+    empty) leaves the ``datasets`` key out of the metadata rather than writing an empty list.
     """
     n_params = model.num_parameters()
     card_data = ModelCardData(

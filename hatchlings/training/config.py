@@ -7,6 +7,7 @@ A preset has four sections, every key checked so a typo fails at start-up rather
     data:       {block_size: 256, ...}             # DataConfig fields
     training:   {max_steps: 300, ...}              # any transformers.TrainingArguments field
     generation: {prompt: "...", max_new_tokens: 200}  # the sample printed after training
+    optimization: {name: muon, wiener_snr: true, label_smoothing: 0.1, ema_decay: 0.999, ...}  # optional
 
 On the command line, `--train_file`, `--validation_file` and the other DataConfig fields override the
 data section, and every other `--flag value` is a TrainingArguments flag (parsed by Transformers' own
@@ -26,6 +27,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from ..modeling import config_class_for
 from .data import DataConfig
 from .errors import UsageError
+from .optim import OptimConfig
 
 
 @dataclasses.dataclass
@@ -35,11 +37,12 @@ class RunConfig:
     data: DataConfig
     training: TrainingArguments
     generation: dict
+    optimization: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     resume: bool = False  # continue from the newest checkpoint in output_dir
     init_from: str | None = None  # start from the weights and tokenizer of an exported model folder
 
 
-SECTIONS = {"architecture", "model", "data", "training", "generation"}
+SECTIONS = {"architecture", "model", "data", "training", "generation", "optimization"}
 GENERATION_KEYS = {"prompt", "max_new_tokens", "temperature", "top_k"}
 
 
@@ -86,6 +89,9 @@ def parse_run_config(argv: list[str]) -> RunConfig:
     parser.add_argument("--init_from", help="exported model folder to start from (continual learning)")
     for field in dataclasses.fields(DataConfig):
         parser.add_argument(f"--{field.name}", nargs="+" if field.name.endswith("_file") else None, default=None)
+    for field in dataclasses.fields(OptimConfig):  # `name` is --optimizer: --optim is TrainingArguments'
+        parser.add_argument("--optimizer" if field.name == "name" else f"--{field.name}", dest=f"optimization_{field.name}",
+                            default=None)
     args, rest = parser.parse_known_args(argv)
     preset = load_preset(args.config)
     source = args.config or "command line"
@@ -115,9 +121,16 @@ def parse_run_config(argv: list[str]) -> RunConfig:
     _check_keys("training", training_values, {f.name for f in dataclasses.fields(TrainingArguments)}, source)
     training = _parse_training_args(_to_flags(training_values) + rest)
 
+    optimization = dict(preset.get("optimization") or {})
+    _check_keys("optimization", optimization, {f.name for f in dataclasses.fields(OptimConfig)}, source)
+    for field in dataclasses.fields(OptimConfig):
+        if getattr(args, f"optimization_{field.name}") is not None:
+            optimization[field.name] = getattr(args, f"optimization_{field.name}")
+
     generation = dict(preset.get("generation") or {})
     _check_keys("generation", generation, GENERATION_KEYS, source)
-    return RunConfig(arch, model, data, training, generation, resume=args.resume, init_from=args.init_from)
+    return RunConfig(arch, model, data, training, generation, OptimConfig(**optimization), resume=args.resume,
+                     init_from=args.init_from)
 
 
 def _exported_architecture(folder: str) -> str:

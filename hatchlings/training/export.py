@@ -49,8 +49,17 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
                                 train_info=train_info, eval_results=eval_results,
                                 widget_prompts=widget_prompts, datasets=datasets, loss_curve=curve)
         card.save(staging / "README.md")
+        mode = 0o666 & ~_umask()  # tempfile and safetensors write 0600; exports are ordinary files
         for item in staging.iterdir():
+            if item.is_file():
+                item.chmod(mode)
             os.replace(item, out / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -6,6 +6,7 @@ handles the distributed sampler and gradient all-reduce; only rank 0 exports and
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import platform
 import sys
@@ -20,7 +21,10 @@ from ..modeling import config_class_for
 from ..tokenization import build_byte_tokenizer
 from .config import RunConfig, parse_run_config
 from .data import build_datasets
+from .ema import EmaCallback
 from .export import export_hub_folder
+from .losses import make_compute_loss
+from .optim import build_optimizer
 from .errors import UsageError
 from .trainer import GracefulStop, HatchlingsTrainer
 
@@ -36,6 +40,14 @@ def build_model(run: RunConfig, tokenizer):
     return AutoModelForCausalLM.from_config(config)
 
 
+def _optimizer_name(run: RunConfig, args) -> str:
+    opt = run.optimization
+    name = "muon + adamw" if opt.name == "muon" else getattr(args.optim, "value", str(args.optim))
+    extras = [f"{k} {v}" for k, v in (("wiener_snr", opt.wiener_snr), ("label_smoothing", opt.label_smoothing),
+                                        ("z_loss", opt.z_loss), ("ema_decay", opt.ema_decay)) if v]
+    return ", ".join([name, *extras]) + (" (EMA weights exported)" if opt.export_ema else "")
+
+
 def _train_info(run: RunConfig, trainer, n_train_blocks: int, seconds: float) -> dict:
     args = trainer.args
     tokens = trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps \
@@ -49,7 +61,7 @@ def _train_info(run: RunConfig, trainer, n_train_blocks: int, seconds: float) ->
         "batch size (per device x accumulation x processes)":
             f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {args.world_size}",
         "learning rate": args.learning_rate,
-        "optimizer": getattr(args.optim, "value", str(args.optim)),
+        "optimizer": _optimizer_name(run, args),
         "hardware": f"{args.world_size} x {device} ({torch.get_num_threads()} threads)",
         "wall time (s)": round(seconds, 1),
         "command": " ".join(["train.py", *sys.argv[1:]]),
@@ -79,6 +91,17 @@ def _model_and_tokenizer(run: RunConfig):
     return AutoModelForCausalLM.from_pretrained(run.init_from), AutoTokenizer.from_pretrained(run.init_from)
 
 
+def _optimization_kwargs(model, run: RunConfig) -> dict:
+    """Trainer arguments for the `optimization` section. Plain AdamW stays Trainer's own (so `--optim` works);
+    Muon or the Wiener-SNR wrapper are built here; label smoothing / z-loss use our shifted loss."""
+    opt, kwargs = run.optimization, {}
+    if opt.name != "adamw" or opt.wiener_snr:
+        kwargs["optimizers"] = (build_optimizer(model, run.training, opt, verbose=run.training.process_index == 0), None)
+    if opt.label_smoothing or opt.z_loss:
+        kwargs["compute_loss_func"] = make_compute_loss(opt.label_smoothing, opt.z_loss)
+    return kwargs
+
+
 def _checkpoint_to_resume(run: RunConfig) -> str | None:
     """`--resume`: the newest complete checkpoint in output_dir (staged, torn saves are never candidates)."""
     if run.training.resume_from_checkpoint:
@@ -104,11 +127,13 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
     with run.training.main_process_first(desc="tokenizing"):
         train_ds, val_ds, stats = build_datasets(run.data, tokenizer)
     cap = run.data.max_eval_blocks
-    stop = GracefulStop()
+    stop, opt = GracefulStop(), run.optimization
+    ema = EmaCallback(opt.ema_decay) if opt.ema_decay > 0 else None
     trainer = HatchlingsTrainer(model=model, args=run.training, train_dataset=train_ds,
                                 eval_dataset=val_ds.select(range(min(cap or len(val_ds), len(val_ds)))),
                                 data_collator=default_data_collator, bytes_per_token=stats.bytes_per_token,
-                                callbacks=[*(callbacks or []), stop])  # stop decides last in each step
+                                **_optimization_kwargs(model, run),
+                                callbacks=[*(callbacks or []), *([ema] if ema else []), stop])  # stop decides last
     resume = _checkpoint_to_resume(run)
     if trainer.is_world_process_zero():
         print(f"[hatchlings] {run.architecture}: {model.num_parameters():,} parameters; {len(train_ds)} train / "
@@ -129,7 +154,8 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
     else:
         metrics = trainer.evaluate(eval_dataset=val_ds)
         if trainer.is_world_process_zero():
-            _finish(run, trainer, tokenizer, metrics, result.training_loss, len(train_ds), seconds)
+            with ema.applied(trainer.model) if ema and opt.export_ema else contextlib.nullcontext():
+                _finish(run, trainer, tokenizer, metrics, result.training_loss, len(train_ds), seconds)
     del trainer, model
     _teardown()
     return metrics
