@@ -48,7 +48,7 @@ def _optimizer_name(run: RunConfig, args) -> str:
     return ", ".join([name, *extras]) + (" (EMA weights exported)" if opt.export_ema else "")
 
 
-def _train_info(run: RunConfig, trainer, n_train_blocks: int, seconds: float) -> dict:
+def _train_info(run: RunConfig, trainer, n_train_blocks: str, seconds: float) -> dict:
     args = trainer.args
     tokens = trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps \
         * args.world_size * run.data.block_size
@@ -91,6 +91,11 @@ def _model_and_tokenizer(run: RunConfig):
     return AutoModelForCausalLM.from_pretrained(run.init_from), AutoTokenizer.from_pretrained(run.init_from)
 
 
+def _count(dataset) -> str:
+    """Blocks in a dataset, or 'streamed' for an IterableDataset whose length is unknown."""
+    return str(len(dataset)) if hasattr(dataset, "__len__") else "streamed"
+
+
 def _optimization_kwargs(model, run: RunConfig) -> dict:
     """Trainer arguments for the `optimization` section. Plain AdamW stays Trainer's own (so `--optim` works);
     Muon or the Wiener-SNR wrapper are built here; label smoothing / z-loss use our shifted loss."""
@@ -126,6 +131,9 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
     model, tokenizer = _model_and_tokenizer(run)
     with run.training.main_process_first(desc="tokenizing"):
         train_ds, val_ds, stats = build_datasets(run.data, tokenizer)
+    if not hasattr(train_ds, "__len__") and run.training.max_steps <= 0:
+        raise UsageError("the training data is streamed (a file above data.streaming_threshold_mb): "
+                         "give --max_steps, since the number of blocks is unknown in advance")
     cap = run.data.max_eval_blocks
     stop, opt = GracefulStop(), run.optimization
     ema = EmaCallback(opt.ema_decay) if opt.ema_decay > 0 else None
@@ -136,7 +144,7 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
                                 callbacks=[*(callbacks or []), *([ema] if ema else []), stop])  # stop decides last
     resume = _checkpoint_to_resume(run)
     if trainer.is_world_process_zero():
-        print(f"[hatchlings] {run.architecture}: {model.num_parameters():,} parameters; {len(train_ds)} train / "
+        print(f"[hatchlings] {run.architecture}: {model.num_parameters():,} parameters; {_count(train_ds)} train / "
               f"{len(val_ds)} validation blocks of {run.data.block_size} tokens"
               + (f"; resuming from {resume}" if resume else ""), flush=True)
     stop.install()
@@ -155,7 +163,7 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
         metrics = trainer.evaluate(eval_dataset=val_ds)
         if trainer.is_world_process_zero():
             with ema.applied(trainer.model) if ema and opt.export_ema else contextlib.nullcontext():
-                _finish(run, trainer, tokenizer, metrics, result.training_loss, len(train_ds), seconds)
+                _finish(run, trainer, tokenizer, metrics, result.training_loss, _count(train_ds), seconds)
     del trainer, model
     _teardown()
     return metrics
@@ -169,7 +177,7 @@ def _validation_name(run: RunConfig) -> str:
     return f"last {run.data.validation_fraction:.0%} of {source}"
 
 
-def _finish(run: RunConfig, trainer, tokenizer, metrics: dict, train_loss: float, n_train: int,
+def _finish(run: RunConfig, trainer, tokenizer, metrics: dict, train_loss: float, n_train: str,
             seconds: float) -> None:
     """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
     model = trainer.model
