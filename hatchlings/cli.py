@@ -64,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--top_k", type=int, default=50)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
-    from . import hub
+    from . import evaluation, hub
 
+    evaluation.add_arguments(sub.add_parser("eval", help="loss, perplexity and bits per byte of a model on a file"))
     hub.add_arguments(sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub"))
     bench = sub.add_parser("bench", help="run a benchmark, write markdown + JSON results")
     bench.add_argument("what", help="benchmark name, e.g. bdh")
@@ -80,7 +81,13 @@ def _push(args: argparse.Namespace) -> int:
     return hub.run(args)
 
 
-COMMANDS = {"generate": _generate, "bench": _bench, "push": _push}
+def _eval(args: argparse.Namespace) -> int:
+    from . import evaluation
+
+    return evaluation.run(args)
+
+
+COMMANDS = {"generate": _generate, "eval": _eval, "bench": _bench, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> int:

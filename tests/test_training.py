@@ -180,3 +180,16 @@ def test_train_py_under_accelerate_with_two_processes(tmp_path):
     assert "8 x 1 x 2" in (out / "README.md").read_text()  # per-device batch x accumulation x 2 processes
     assert (out / "model.safetensors").is_file()
     assert result.stdout.count("[hatchlings] done:") == 1  # only rank 0 exports and reports
+
+
+def test_cli_eval_writes_json(trained, tmp_path):
+    out, _ = trained
+    text = tmp_path / "held_out.txt"
+    from pydoc_data.topics import topics
+
+    text.write_text(topics[sorted(topics)[0]][:3000])
+    result = cli("eval", str(out), "--file", str(text), "--block_size", "64", "--stride", "32")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "eval_held_out.json").read_text())
+    assert report["tokens"] == len(text.read_bytes()) - 1  # every byte but the first is scored exactly once
+    assert 0 < report["bits_per_byte"] < 8.1

@@ -1,0 +1,1 @@
+"""The `lm_perplexity` metric; load it with `evaluate.load(<this folder>)` (see its README.md)."""
