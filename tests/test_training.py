@@ -28,6 +28,7 @@ TINY_PRESET = {
                  "learning_rate": 3e-3, "logging_steps": 5, "eval_strategy": "steps", "eval_steps": 15,
                  "save_strategy": "no", "report_to": "none", "seed": 0, "use_cpu": True},
     "generation": {"prompt": "The ", "max_new_tokens": 20},
+    "card": {"license": "mit", "datasets": ["local/pydoc-topics"]},
 }
 
 
@@ -68,6 +69,7 @@ def test_cli_overrides_win_over_preset(tmp_path):
     (lambda p: p.update(architecture="dragon"), "unknown architecture 'dragon'"),
     (lambda p: p["data"].update(train_file="/nonexistent.txt"), "data file not found: /nonexistent.txt"),
     (lambda p: p["data"].update(block_size=1), "data.block_size must be >= 2"),
+    (lambda p: p["card"].update(licence="mit"), "unknown key(s) in 'card': licence"),
 ])
 def test_bad_presets_give_clear_errors(tmp_path, mutate, message):
     preset = yaml.safe_load(yaml.safe_dump(TINY_PRESET))
@@ -135,6 +137,7 @@ def test_training_lowers_loss_and_exports_a_hub_folder(trained):
     dataset = card.data.to_dict()["model-index"][0]["results"][0]["dataset"]["name"]
     assert dataset == "last 10% of pydoc_data topics"
     assert "OptimizerNames" not in card.text
+    assert card.data.license == "mit" and card.data.datasets == ["local/pydoc-topics"]  # the preset's card section
 
 
 def test_cli_generate_and_stream(trained):

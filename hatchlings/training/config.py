@@ -8,6 +8,7 @@ A preset has four sections, every key checked so a typo fails at start-up rather
     training:   {max_steps: 300, ...}              # any transformers.TrainingArguments field
     generation: {prompt: "...", max_new_tokens: 200}  # the sample printed after training
     optimization: {name: muon, wiener_snr: true, label_smoothing: 0.1, ema_decay: 0.999, ...}  # optional
+    card:       {license: apache-2.0, datasets: [karpathy/tiny_shakespeare]}  # optional Hub metadata
 
 On the command line, `--train_file`, `--validation_file` and the other DataConfig fields override the
 data section, and every other `--flag value` is a TrainingArguments flag (parsed by Transformers' own
@@ -38,11 +39,13 @@ class RunConfig:
     training: TrainingArguments
     generation: dict
     optimization: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    card: dict = dataclasses.field(default_factory=dict)  # license, datasets (Hub ids) for the model card
     resume: bool = False  # continue from the newest checkpoint in output_dir
     init_from: str | None = None  # start from the weights and tokenizer of an exported model folder
 
 
-SECTIONS = {"architecture", "model", "data", "training", "generation", "optimization"}
+SECTIONS = {"architecture", "model", "data", "training", "generation", "optimization", "card"}
+CARD_KEYS = {"license", "datasets"}  # Hub metadata of the exported model card
 GENERATION_KEYS = {"prompt", "max_new_tokens", "temperature", "top_k"}
 
 
@@ -127,10 +130,13 @@ def parse_run_config(argv: list[str]) -> RunConfig:
         if getattr(args, f"optimization_{field.name}") is not None:
             optimization[field.name] = getattr(args, f"optimization_{field.name}")
 
+    card = dict(preset.get("card") or {})
+    _check_keys("card", card, CARD_KEYS, source)
+
     generation = dict(preset.get("generation") or {})
     _check_keys("generation", generation, GENERATION_KEYS, source)
-    return RunConfig(arch, model, data, training, generation, OptimConfig(**optimization), resume=args.resume,
-                     init_from=args.init_from)
+    return RunConfig(arch, model, data, training, generation, OptimConfig(**optimization), card=card,
+                     resume=args.resume, init_from=args.init_from)
 
 
 def _exported_architecture(folder: str) -> str:

@@ -33,7 +33,8 @@ def default_generation_config(model) -> GenerationConfig:
 
 def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, architecture: str,
                       train_info: dict, eval_results: dict, log_history: list[dict],
-                      widget_prompts: list[str], datasets: list[str] | None = None) -> Path:
+                      widget_prompts: list[str], datasets: list[str] | None = None,
+                      license: str = "apache-2.0") -> Path:
     """Save `model` + `tokenizer` + generation config + loss curve + model card into `output_dir`."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,8 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
         card = build_model_card(model=model, repo_name=out.resolve().name, architecture=architecture,
                                 summary=ARCHITECTURE_SUMMARIES.get(architecture, architecture),
                                 train_info=train_info, eval_results=eval_results,
-                                widget_prompts=widget_prompts, datasets=datasets, loss_curve=curve)
+                                widget_prompts=widget_prompts, datasets=datasets, license=license,
+                                loss_curve=curve)
         card.save(staging / "README.md")
         mode = 0o666 & ~_umask()  # tempfile and safetensors write 0600; exports are ordinary files
         for item in staging.iterdir():

@@ -182,15 +182,19 @@ def _finish(run: RunConfig, trainer, tokenizer, metrics: dict, train_loss: float
     """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
     model = trainer.model
     prompt = run.generation.get("prompt", "\n")
+    info = _train_info(run, trainer, n_train, seconds)
     out = export_hub_folder(
         model, tokenizer, run.training.output_dir, architecture=run.architecture,
-        train_info=_train_info(run, trainer, n_train, seconds),
+        train_info=info,
         eval_results={"eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
                       "bits_per_byte": metrics["eval_bits_per_byte"], "dataset": _validation_name(run)},
-        log_history=trainer.state.log_history, widget_prompts=[prompt])
+        log_history=trainer.state.log_history, widget_prompts=[prompt],
+        datasets=run.card.get("datasets"), license=run.card.get("license", "apache-2.0"))
     text = sample(model, tokenizer, prompt, **{k: v for k, v in run.generation.items() if k != "prompt"})
     print(f"--- sample ---\n{prompt}{text}\n--------------", flush=True)
-    print(f"[hatchlings] done: {trainer.state.global_step} steps in {seconds:.0f}s, train loss {train_loss:.4f}, "
+    tokens = info["tokens seen"]
+    print(f"[hatchlings] done: {trainer.state.global_step} steps, {tokens:,} tokens, {seconds:.0f}s, "
+          f"train loss {train_loss:.4f}, "
           f"val loss {metrics['eval_loss']:.4f}, val bits/byte {metrics['eval_bits_per_byte']:.4f} -> {out}",
           flush=True)
 
