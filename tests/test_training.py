@@ -26,7 +26,7 @@ TINY_PRESET = {
     "data": {"block_size": 64, "validation_fraction": 0.1, "max_eval_blocks": 8},
     "training": {"max_steps": 30, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
                  "learning_rate": 3e-3, "logging_steps": 5, "eval_strategy": "steps", "eval_steps": 15,
-                 "save_strategy": "no", "report_to": "none", "seed": 0, "use_cpu": True},
+                 "save_strategy": "no", "report_to": "none", "seed": 0},
     "generation": {"prompt": "The ", "max_new_tokens": 20},
     "card": {"license": "mit", "datasets": ["local/pydoc-topics"]},
 }

@@ -22,6 +22,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -122,7 +123,10 @@ def parse_run_config(argv: list[str]) -> RunConfig:
 
     training_values = dict(preset.get("training") or {})
     _check_keys("training", training_values, {f.name for f in dataclasses.fields(TrainingArguments)}, source)
-    training = _parse_training_args(_to_flags(training_values) + rest)
+    # without an accelerator, Trainer under `accelerate launch` quietly runs each process as its own world of
+    # size 1 unless use_cpu is set: default it on (a preset or flag can still say otherwise)
+    defaults = [] if torch.accelerator.is_available() else ["--use_cpu", "true"]
+    training = _parse_training_args(defaults + _to_flags(training_values) + rest)
 
     optimization = dict(preset.get("optimization") or {})
     _check_keys("optimization", optimization, {f.name for f in dataclasses.fields(OptimConfig)}, source)
