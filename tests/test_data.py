@@ -208,7 +208,6 @@ def bad_utf8(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("make, where", [
     (lambda p: (p / "e.txt").write_text("") and None or p / "e.txt", "data file is empty: {path}"),
     (lambda p: (p / "e.jsonl").write_text("") and None or p / "e.jsonl", "data file is empty: {path}"),
-    (bad_utf8, "{path}:3: not valid UTF-8 (byte 0xe9 at column 4)"),
     (lambda p: (p / "j.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n') and None or p / "j.jsonl",
      "{path}:2: not valid JSON"),
     (lambda p: write_jsonl(p / "f.jsonl", [{"text": "a"}, {"text": "b"}, {"body": "c"}]),
@@ -228,11 +227,35 @@ def test_bad_data_names_file_and_line(tmp_path, tok, make, where):
     assert where.format(path=path) in str(err.value)
 
 
-def test_bad_utf8_in_a_streamed_file_names_the_line(tmp_path, tok):
+def word_tokenizer():
+    """A tokenizer that is not byte-level (words + an unknown token), for the 'others report the line' rule."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"<unk>": 0, "<eos>": 1, "fine": 2}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
+
+
+@pytest.mark.parametrize("threshold", [256, 0], ids=["loaded", "streamed"])
+def test_non_utf8_text_is_kept_by_the_byte_tokenizer(tmp_path, tok, threshold):
     path = bad_utf8(tmp_path)
-    data = DataConfig(train_file=[str(path)], validation_file=[str(path)], streaming_threshold_mb=0, block_size=4)
-    with pytest.raises(UsageError, match=f"{path}:3: not valid UTF-8"):
-        build_datasets(data, tok)
+    data = DataConfig(train_file=[str(path)], validation_file=[str(path)], streaming_threshold_mb=threshold,
+                      block_size=4)
+    train, _, stats = build_datasets(data, tok)
+    stream = [t for row in (list(train) if threshold == 0 else rows_of(train)) for t in row["input_ids"]]
+    raw = list(path.read_bytes()) + [tok.eos_token_id]
+    assert stream == raw[:len(stream)] and 0xE9 in stream  # every byte kept, the Latin-1 e-acute included
+
+
+@pytest.mark.parametrize("threshold", [256, 0], ids=["loaded", "streamed"])
+def test_non_utf8_text_names_the_line_for_other_tokenizers(tmp_path, threshold):
+    path = bad_utf8(tmp_path)
+    data = DataConfig(train_file=[str(path)], validation_file=[str(path)], streaming_threshold_mb=threshold,
+                      block_size=4)
+    with pytest.raises(UsageError, match=f"{path}:3: not valid UTF-8 \\(byte 0xe9 at column 4\\)"):
+        train, _, _ = build_datasets(data, word_tokenizer())
+        list(train)  # a streamed file is only read while training
 
 
 def test_num_proc_gives_the_same_rows(tmp_path, tok):

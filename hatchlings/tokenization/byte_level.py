@@ -148,3 +148,15 @@ def build_byte_tokenizer(model_max_length: int = 1_000_000) -> PreTrainedTokeniz
         # Byte decoding is exact; never "clean up" spaces before punctuation.
         clean_up_tokenization_spaces=False,
     )
+
+
+def is_byte_tokenizer(tokenizer) -> bool:
+    """True when ids 0..255 are exactly the 256 bytes (ours, or any tokenizer built the same way).
+
+    Such a tokenizer can take any byte sequence, valid UTF-8 or not, by mapping each byte to its id:
+    the data pipeline uses this to keep non-UTF-8 text instead of refusing it.
+    """
+    if len(tokenizer) < 256:
+        return False
+    symbols = _bytes_to_unicode()
+    return tokenizer.convert_ids_to_tokens(list(range(256))) == [symbols[b] for b in range(256)]

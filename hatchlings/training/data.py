@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from datasets import (Dataset, DatasetDict, Features, IterableDataset, List, Value, concatenate_datasets,
                       load_dataset, load_from_disk)
 
+from ..tokenization import is_byte_tokenizer
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -276,9 +277,34 @@ def _tokenize(dataset: Dataset, tokenizer, data: DataConfig, field: str, eos_per
                        fn_kwargs={"tokenizer": tokenizer, "field": field, "eos_per_row": eos_per_row})
 
 
+def _raw_byte_batches(path: str):
+    """Encoded batches of a file's lines for a byte tokenizer, read in binary: every byte is its token id,
+    so text that is not UTF-8 is kept as it is (and nothing is decoded at all)."""
+    with open(path, "rb") as f:
+        while lines := f.readlines(1 << 20):  # about 1 MB of lines at a time
+            sizes = [len(line) for line in lines]
+            yield {"input_ids": [list(line) for line in lines], "n_bytes": sizes, "n_tokens": sizes}
+
+
+def _raw_byte_lines(path: str) -> Dataset:
+    def rows():
+        for batch in _raw_byte_batches(path):
+            yield from ({"input_ids": ids, "n_bytes": n, "n_tokens": n}
+                        for ids, n in zip(batch["input_ids"], batch["n_bytes"]))
+
+    return Dataset.from_generator(rows, features=TOKEN_FEATURES)
+
+
 def _text_file_tokens(path: str, tokenizer, data: DataConfig) -> Dataset:
-    """A plain-text file as one document: its lines' tokens, then one eos row."""
-    tokens = _tokenize(_load_lines(path), tokenizer, data, "text", eos_per_row=False)
+    """A plain-text file as one document: its lines' tokens, then one eos row.
+
+    Text must be UTF-8, except for a byte tokenizer, which keeps any bytes (read in binary)."""
+    try:
+        tokens = _tokenize(_load_lines(path), tokenizer, data, "text", eos_per_row=False)
+    except UsageError:
+        if not (is_byte_tokenizer(tokenizer) and _bad_utf8_line(path)):
+            raise
+        tokens = _raw_byte_lines(path)
     eos = Dataset.from_dict({"input_ids": [[tokenizer.eos_token_id]], "n_bytes": [0], "n_tokens": [1]},
                             features=TOKEN_FEATURES)
     return concatenate_datasets([tokens, eos])
@@ -422,13 +448,9 @@ def _stream_rows(items: tuple, tokenizer, block_size: int, stats: TextStats | No
                     stats += _scored_stats(row, tokenizer)
                 yield row
             continue
-        batches = item.iter(batch_size=MAP_BATCH) if kind == "tokens" else \
-            load_dataset("text", data_files=[item], streaming=True, split="train", keep_linebreaks=True) \
-            .iter(batch_size=MAP_BATCH)
+        batches = item.iter(batch_size=MAP_BATCH) if kind == "tokens" else _stream_batches(item, tokenizer)
         try:
             for batch in batches:
-                if kind == "stream":
-                    batch = _encode_text(batch, tokenizer, "text", eos_per_row=False)
                 if stats is not None:
                     stats += TextStats(sum(batch["n_bytes"]), sum(batch["n_tokens"]))
                 carry += [t for ids in batch["input_ids"] for t in ids]
@@ -445,6 +467,16 @@ def _stream_rows(items: tuple, tokenizer, block_size: int, stats: TextStats | No
             carry.append(tokenizer.eos_token_id)
             if stats is not None:
                 stats += TextStats(0, 1)
+
+
+def _stream_batches(path: str, tokenizer):
+    """Encoded batches of a streamed text file: raw bytes for a byte tokenizer, else decoded UTF-8 lines."""
+    if is_byte_tokenizer(tokenizer):
+        yield from _raw_byte_batches(path)
+        return
+    lines = load_dataset("text", data_files=[path], streaming=True, split="train", keep_linebreaks=True)
+    for batch in lines.iter(batch_size=MAP_BATCH):
+        yield _encode_text(batch, tokenizer, "text", eos_per_row=False)
 
 
 def _stream_items(sources: list[Source], tokenizer, data: DataConfig) -> tuple:
