@@ -18,8 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .training.errors import UsageError
+
+if TYPE_CHECKING:  # numpy is imported lazily at run time; the annotations name it
+    import numpy as np
 
 DEFAULT_BLOCK_SIZE = 256
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")

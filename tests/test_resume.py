@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 from transformers.trainer import Trainer
