@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -325,36 +324,6 @@ def check_bf16_load(spec: ArchSpec, export_dir) -> None:
     assert torch.isfinite(step.logits).all()
 
 
-_CLEAN_ROOM = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    class _Block(importlib.abc.MetaPathFinder):  # the package is pip-installed editable: hide it for real
-        def find_spec(self, name, path=None, target=None):
-            if name == "hatchlings" or name.startswith("hatchlings."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the clean-room test)")
-
-    sys.path = [p for p in sys.path if p not in ("", ".", REPO)]
-    sys.meta_path.insert(0, _Block())
-    try:
-        import hatchlings
-        raise SystemExit("hatchlings is importable in the clean room")
-    except ImportError:
-        pass
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
-    d, prompt, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    model = AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True).eval()
-    tok = AutoTokenizer.from_pretrained(d)
-    ids = model.generate(**tok(prompt, return_tensors="pt"), max_new_tokens=n, min_new_tokens=n, do_sample=False)
-    pipe = pipeline("text-generation", model=d, trust_remote_code=True)
-    text = pipe(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)[0]["generated_text"]
-    print("\\nRESULT " + json.dumps({"ids": ids[0].tolist(), "text": text, "module": type(model).__module__,
-                      "pipe_module": type(pipe.model).__module__,
-                      "leaked": sorted(m for m in sys.modules if m.split(".")[0] == "hatchlings")}))
-""")
-
-
 def check_remote_code_clean_room(spec: ArchSpec, tmp_path) -> None:
     """What a Hub user without hatchlings gets (trust_remote_code, offline) matches the in-process output."""
     export = tmp_path / "export"
@@ -365,7 +334,7 @@ def check_remote_code_clean_room(spec: ArchSpec, tmp_path) -> None:
                                                            do_sample=False)[0]["generated_text"]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_MODULES_CACHE")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    proc = subprocess.run([sys.executable, "-c", f"REPO = {REPO_ROOT!r}\n" + _CLEAN_ROOM, str(export), prompt, str(n)],
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tests", "clean_room.py"), str(export), prompt, str(n)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)  # AutoTokenizer asks y/N about the config's remote code
     assert proc.returncode == 0, proc.stderr[-4000:]
