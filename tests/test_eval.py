@@ -21,7 +21,7 @@ from hatchlings.evaluation import add_arguments, evaluate_file, run, sliding_win
 from hatchlings.metrics import METRICS_DIR
 from hatchlings.tokenization import build_byte_tokenizer
 from hatchlings.training.errors import UsageError
-from hatchlings.training.metrics import lm_metrics
+from hatchlings.metrics.lm_perplexity.lm_perplexity import lm_metrics
 
 METRIC = METRICS_DIR / "lm_perplexity"
 TASKS = Path(__file__).resolve().parent / "lm_eval_tasks"
@@ -73,14 +73,17 @@ def test_metric_loads_offline_by_path_and_aggregates_by_token_count():
     assert scores["bits_per_byte"] == pytest.approx(expected["bits_per_byte"])
 
 
-@pytest.mark.parametrize("loss, bytes_per_token", [(0.0, 1.0), (1.234, 1.0), (2.5, 3.7), (900.0, 0.5)])
-def test_metric_formula_is_the_training_formula(loss, bytes_per_token):
-    """One formula, written twice (the metric script must import without hatchlings), checked equal here."""
-    import evaluate
-
-    module = evaluate.load(str(METRIC), keep_in_memory=True)
-    script = sys.modules[type(module).__module__]
-    assert script.lm_metrics(loss, bytes_per_token) == lm_metrics(loss, bytes_per_token)
+@pytest.mark.parametrize("loss, bytes_per_token, perplexity, bits_per_byte", [
+    (0.0, 1.0, 1.0, 0.0),
+    (math.log(2), 1.0, 2.0, 1.0),  # one bit per byte-token
+    (2 * math.log(2), 2.0, 4.0, 1.0),  # two bits per token, two bytes per token
+    (900.0, 0.5, math.exp(700.0), 900.0 / math.log(2) / 0.5),  # perplexity capped below float overflow
+])
+def test_metric_formula(loss, bytes_per_token, perplexity, bits_per_byte):
+    """The formula the metric script owns, which the Trainer's evaluation imports too."""
+    result = lm_metrics(loss, bytes_per_token)
+    assert result["perplexity"] == pytest.approx(perplexity)
+    assert result["bits_per_byte"] == pytest.approx(bits_per_byte)
 
 
 def test_token_bytes_charges_each_byte_once():

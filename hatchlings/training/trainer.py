@@ -11,7 +11,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from .metrics import lm_metrics
+from ..metrics.lm_perplexity.lm_perplexity import lm_metrics  # the one formula, shared with `hatchlings eval`
 
 STAGING = ".staging"  # checkpoints are written here, then renamed into place
 

@@ -6,10 +6,9 @@ knows exactly which tokens it scored and how many UTF-8 bytes they stand for. Th
 aggregate, which keeps it model-agnostic, offline and exact: windows are weighted by their token counts, not
 averaged as equals.
 
-Why the arithmetic lives here and not in `hatchlings.training.metrics`: `evaluate.load(<folder>)` copies this
-script into its own module cache and imports it from there, where `hatchlings` may not be importable (the
-script must also work when shared on its own). The formula is therefore repeated in `lm_metrics` below, and
-the test-suite asserts it equals `hatchlings.training.metrics.lm_metrics` on the same numbers.
+Why the arithmetic lives here: `evaluate.load(<folder>)` copies this script into its own module cache and
+imports it from there, where `hatchlings` may not be importable (the script must also work when shared on
+its own). So this file owns `lm_metrics`, and the Trainer's evaluation imports it from here: one formula.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ _CITATION = ""
 
 
 def lm_metrics(mean_loss_nats: float, bytes_per_token: float) -> dict[str, float]:
-    """Perplexity per token and bits per byte: the same formula as `hatchlings.training.metrics.lm_metrics`."""
+    """Perplexity per token and bits per byte (comparable across tokenizers: what one byte of text costs)."""
     return {
         "perplexity": math.exp(min(mean_loss_nats, 700.0)),
         "bits_per_byte": mean_loss_nats / math.log(2) / bytes_per_token,
