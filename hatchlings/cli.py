@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .training.errors import UsageError
 
 
 def _generate(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
+    from transformers import TextStreamer
 
-    import hatchlings  # noqa: F401  (registers the architectures, so no remote code is needed)
+    from .training.export import load_model_folder
 
-    folder = Path(args.model)
-    if not (folder / "config.json").is_file():
-        raise UsageError(f"not a saved model folder (no config.json): {folder}")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model, tokenizer = load_model_folder(args.model)
+    model.eval()
     inputs = tokenizer(args.prompt, return_tensors="pt")
     sampling = {"do_sample": True, "temperature": args.temperature, "top_k": args.top_k} if args.temperature > 0 \
         else {"do_sample": False}

@@ -41,17 +41,14 @@ def _context_limit(config) -> int | None:
 def _load(model_dir_or_model, tokenizer, device):
     """Model (eval mode, on `device`) and tokenizer; a folder is loaded without remote code."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    import hatchlings  # noqa: F401  (registers the architectures, so no remote code is needed)
+    from .training.export import load_model_folder
 
     if isinstance(model_dir_or_model, (str, Path)):
-        folder = Path(model_dir_or_model)
-        if not (folder / "config.json").is_file():
-            raise UsageError(f"not a saved model folder (no config.json): {folder}")
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model, saved_tokenizer = load_model_folder(model_dir_or_model)
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return model, tokenizer or AutoTokenizer.from_pretrained(folder), str(folder)
+        return model, tokenizer or saved_tokenizer, str(model_dir_or_model)
     model = model_dir_or_model
     if device is not None:
         model.to(device)

@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import GenerationConfig
 
 from ..model_cards import build_model_card, plot_loss_curve
+from .errors import UsageError
 
 ARCHITECTURE_SUMMARIES = {
     "bdh": ("BDH (Baby Dragon Hatchling; Kosowski et al., 2025): one block of weights shared by every layer, "
@@ -65,3 +66,15 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def load_model_folder(folder: str | os.PathLike):
+    """Model and tokenizer of a saved folder, through hatchlings' registered classes (no remote code runs)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hatchlings  # noqa: F401  (registers the architectures)
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"not a saved model folder (no config.json): {folder}")
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator, set_seed
+from transformers import AutoModelForCausalLM, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..modeling import config_class_for
@@ -22,7 +22,7 @@ from ..tokenization import build_byte_tokenizer
 from .config import RunConfig, parse_run_config
 from .data import build_datasets
 from .ema import EmaCallback
-from .export import export_hub_folder
+from .export import export_hub_folder, load_model_folder
 from .losses import make_compute_loss
 from .optim import build_optimizer
 from .errors import UsageError
@@ -86,9 +86,7 @@ def _model_and_tokenizer(run: RunConfig):
         return build_model(run, tokenizer), tokenizer
     if run.model:
         raise UsageError("--init_from takes the architecture from the exported folder: remove the 'model' section")
-    import hatchlings  # noqa: F401  (registered classes, so no remote code runs)
-
-    return AutoModelForCausalLM.from_pretrained(run.init_from), AutoTokenizer.from_pretrained(run.init_from)
+    return load_model_folder(run.init_from)
 
 
 def _count(dataset) -> str:
