@@ -429,6 +429,21 @@ def check_no_split_modules(spec: ArchSpec) -> None:
     assert model._no_split_modules and set(model._no_split_modules) <= present, model._no_split_modules
 
 
+def check_embedding_accessors(spec: ArchSpec) -> None:
+    """`get/set_input_embeddings` and `get_output_embeddings` (used by resize_token_embeddings, PEFT, generate)
+    reach the real modules, on the base model and the causal LM alike."""
+    model = spec.build_model()
+    embed = model.get_input_embeddings()
+    assert isinstance(embed, torch.nn.Embedding) and embed.num_embeddings == model.config.vocab_size
+    assert model.base_model.get_input_embeddings() is embed
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
+    vocab = model.config.vocab_size
+    model.resize_token_embeddings(vocab + 3)
+    assert model.config.vocab_size == vocab + 3
+    assert model.get_input_embeddings().num_embeddings == vocab + 3
+    assert model.get_output_embeddings().out_features == vocab + 3
+
+
 def check_card_parameter_count(spec: ArchSpec, tiny_model) -> None:
     """The card renders the true parameter count (parsed back from the text)."""
     from hatchlings.model_cards import build_model_card

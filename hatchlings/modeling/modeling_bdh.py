@@ -145,6 +145,9 @@ def _zero_fractions(x_sparse: torch.Tensor, y_sparse: torch.Tensor, key_mask: to
 
 
 class BdhPreTrainedModel(PreTrainedModel):
+    """Embedding/head accessors come from PreTrainedModel: they find `embed_tokens`, `model.embed_tokens`
+    and `lm_head` by name, so every architecture here keeps that layout."""
+
     config: BdhConfig
     config_class = BdhConfig
     base_model_prefix = "model"
@@ -178,12 +181,6 @@ class BdhModel(BdhPreTrainedModel):
         self.block = BdhBlock(config)
         self.gradient_checkpointing = False
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 past_key_values: RecurrentStateCache | None = None, inputs_embeds: torch.Tensor | None = None,
@@ -251,18 +248,6 @@ class BdhForCausalLM(BdhPreTrainedModel, GenerationMixin):
         self.model = BdhModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 past_key_values: RecurrentStateCache | None = None, inputs_embeds: torch.Tensor | None = None,
