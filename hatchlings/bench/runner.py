@@ -62,12 +62,14 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": device}
 
 
-def write_results(name: str, tables: list[Table], output_dir: str | os.PathLike, command: str) -> tuple[Path, Path]:
-    """Write `<name>.md` and `<name>.json` into `output_dir`; return both paths."""
+def write_results(name: str, tables: list[Table], output_dir: str | os.PathLike, command: str,
+                  heading: str = "Benchmark") -> tuple[Path, Path]:
+    """Write `<name>.md` and `<name>.json` into `output_dir`; return both paths. `heading` names the kind of
+    report in the markdown title ("Benchmark", "Probe")."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = machine() | {"command": command}
-    header = [f"# Benchmark: {name}", "", "Measured " + ", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
+    header = [f"# {heading}: {name}", "", "Measured " + ", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
     md_path, json_path = out / f"{name}.md", out / f"{name}.json"
     md_path.write_text("\n".join(header) + "\n" + "\n".join(t.markdown() for t in tables))
     json_path.write_text(json.dumps({"name": name, "machine": meta,
