@@ -1,4 +1,4 @@
-"""Model cards (README.md with Hub metadata) and loss-curve plots for trained models.
+"""Model cards (README.md with Hub metadata) and the loss / neuron-sparsity plots they embed.
 
 The card is built from what was actually measured -- the live model's parameter
 count and config, the trainer's numbers, the evaluation results -- so a published
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,20 @@ _NOISY_CONFIG_KEYS = {
     "transformers_version", "architectures", "_name_or_path", "auto_map",
     "id2label", "label2id", "dtype", "torch_dtype",
 }
+
+
+# Log-history keys of neuron-activity tracking (hatchlings.training.sparsity writes them, the card reads
+# them): `sparsity/x_active_layer0`, ..., `sparsity/x_active_mean`, and the same for `y`. Defined here,
+# not in the training package, because training already imports this module (the reverse would be a cycle).
+_SPARSITY_KEY = re.compile(r"sparsity/(?P<kind>[xy])_active_(?:layer(?P<layer>\d+)|mean)")
+
+
+def sparsity_log_key(kind: str, layer: int | None = None) -> str:
+    """The log key of the active fraction of `kind` ("x" or "y") neurons in `layer`, or their mean (None)."""
+    key = f"sparsity/{kind}_active_" + ("mean" if layer is None else f"layer{layer}")
+    if not _SPARSITY_KEY.fullmatch(key):
+        raise ValueError(f"no sparsity log key for kind={kind!r}, layer={layer!r}")
+    return key
 
 
 def _compact_count(n: int) -> str:
@@ -79,13 +94,36 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\r", " ").replace("\n", "<br>")
 
 
-def _table(rows: dict[str, Any], headers: tuple[str, str]) -> str:
-    """Render a flat mapping as a two-column markdown table (``_None recorded._`` if empty)."""
+def _grid(headers: tuple[str, ...], rows: list[tuple]) -> str:
+    """Render rows of cells under ``headers`` as a markdown table (``_None recorded._`` if there are none)."""
     if not rows:
         return "_None recorded._"
-    lines = [f"| {headers[0]} | {headers[1]} |", "| --- | --- |"]
-    lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in rows.items()]
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _table(rows: dict[str, Any], headers: tuple[str, str]) -> str:
+    """Render a flat mapping as a two-column markdown table."""
+    return _grid(headers, list(rows.items()))
+
+
+def _sparsity_table(sparsity: dict[str, float]) -> str | None:
+    """Per-layer (then mean) active fractions of x and y as a percentage table; None without sparsity values.
+
+    Percentages, because readers compare how sparse layers are, and 4.7% reads faster than 0.0469.
+    """
+    cells: dict[int | str, dict[str, str]] = {}
+    for key, value in sparsity.items():
+        match = _SPARSITY_KEY.fullmatch(key)
+        if match:
+            where = "mean" if match["layer"] is None else int(match["layer"])
+            cells.setdefault(where, {})[match["kind"]] = f"{value:.1%}"
+    if not cells:
+        return None
+    order = sorted(w for w in cells if w != "mean") + (["mean"] if "mean" in cells else [])
+    rows = [(w if w != "mean" else "**mean**", cells[w].get("x", "–"), cells[w].get("y", "–")) for w in order]
+    return _grid(("layer", "x active (encoder ReLU)", "y active (attention-readout ReLU)"), rows)
 
 
 def _config_yaml(config) -> str:
@@ -140,6 +178,7 @@ def build_model_card(
     *, model, repo_name: str, architecture: str, summary: str, train_info: dict,
     eval_results: dict, widget_prompts: list[str], datasets: list[str] | None = None,
     license: str = "apache-2.0", loss_curve: str | None = None,
+    sparsity_curve: str | None = None, sparsity: dict[str, float] | None = None,
     limitations: str = DEFAULT_LIMITATIONS,
 ) -> ModelCard:
     """Build the Hub README for ``model`` from measured facts.
@@ -148,7 +187,10 @@ def build_model_card(
     prose description under the title. ``train_info`` and ``eval_results`` are rendered as
     tables verbatim, and the eval metrics the Hub understands also go into ``model-index``
     so they show on the model page. ``loss_curve`` is a path relative to the README (the
-    image is uploaded alongside it). The "Intended use" section is fixed text in the template:
+    image is uploaded alongside it). ``sparsity`` (``last_sparsity(log_history)``) adds a "Neuron
+    sparsity" section with the final active fractions, and ``sparsity_curve`` (a path like
+    ``loss_curve``) their plot over training; without sparsity values there is no such section,
+    since only some architectures report it. The "Intended use" section is fixed text in the template:
     every hatchlings model is a small research model, and the Hub asks cards to say what a
     model is for and what it is not for, apart from its limitations. ``datasets=None`` (or
     empty) leaves the ``datasets`` key out of the metadata rather than writing an empty list.
@@ -180,6 +222,8 @@ def build_model_card(
         train_table=_table(train_info, ("Item", "Value")),
         eval_table=_table(shown_eval, ("Metric", "Value")),
         loss_curve=str(loss_curve) if loss_curve else None,
+        sparsity_table=_sparsity_table(sparsity or {}),
+        sparsity_curve=str(sparsity_curve) if sparsity_curve else None,
         usage_snippet=_usage_snippet(repo_name, widget_prompts[0] if widget_prompts else "Once upon a time"),
         limitations=limitations.strip(),
     )
@@ -200,35 +244,69 @@ def _loss_points(log_history: list[dict], key: str) -> tuple[list[float], list[f
     return list(points), list(points.values())
 
 
-def plot_loss_curve(log_history: list[dict], path: str | os.PathLike) -> bool:
-    """Write a PNG of train (``loss``) and validation (``eval_loss``) loss against step.
+def last_sparsity(log_history: list[dict]) -> dict[str, float]:
+    """The last logged value of every neuron-sparsity key (empty when the run did not track sparsity)."""
+    keys = dict.fromkeys(k for entry in log_history for k in entry if _SPARSITY_KEY.fullmatch(k))
+    values = {key: _loss_points(log_history, key)[1] for key in keys}
+    return {key: series[-1] for key, series in values.items() if series}
 
-    Takes ``Trainer.state.log_history`` as is. Returns False and writes nothing when
-    there is no loss to plot, so callers can decide whether to link an image. Uses a
-    bare ``Figure`` on the Agg canvas instead of pyplot, so it neither needs a display
+
+def _save_line_plot(lines: list[tuple[tuple[list[float], list[float]], dict]], path: str | os.PathLike, *,
+                    ylabel: str, title: str) -> None:
+    """Plot (steps, values) lines, each with its ``Axes.plot`` style, against step into a PNG at ``path``.
+
+    Uses a bare ``Figure`` on the Agg canvas instead of pyplot, so it neither needs a display
     nor changes the matplotlib backend or global figure state of the calling process.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    train = _loss_points(log_history, "loss")
-    valid = _loss_points(log_history, "eval_loss")
-    if not train[0] and not valid[0]:
-        return False
     fig = Figure(figsize=(7, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if train[0]:
-        ax.plot(*train, label="train loss", linewidth=1.2)
-    if valid[0]:
-        ax.plot(*valid, label="validation loss", marker="o", linewidth=1.5)
+    for points, style in lines:
+        ax.plot(*points, **style)
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title("Training and validation loss")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    # many lines (two per layer for sparsity): a smaller, wider legend, so it does not cover the curves
+    ax.legend(ncol=1 + len(lines) // 9, fontsize="small" if len(lines) > 4 else None)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
+
+
+def plot_loss_curve(log_history: list[dict], path: str | os.PathLike) -> bool:
+    """Write a PNG of train (``loss``) and validation (``eval_loss``) loss against step.
+
+    Takes ``Trainer.state.log_history`` as is. Returns False and writes nothing when
+    there is no loss to plot, so callers can decide whether to link an image.
+    """
+    lines = [(points, style) for points, style in (
+        (_loss_points(log_history, "loss"), {"label": "train loss", "linewidth": 1.2}),
+        (_loss_points(log_history, "eval_loss"), {"label": "validation loss", "marker": "o", "linewidth": 1.5}),
+    ) if points[0]]
+    if not lines:
+        return False
+    _save_line_plot(lines, path, ylabel="cross-entropy loss", title="Training and validation loss")
+    return True
+
+
+def plot_sparsity_curve(log_history: list[dict], path: str | os.PathLike) -> bool:
+    """Write a PNG of the active fraction of neurons against step: per layer, x solid and y dashed.
+
+    Per layer rather than the mean, because a mean hides a layer whose neurons die or all fire.
+    Returns False and writes nothing when no sparsity was logged.
+    """
+    per_layer = sorted((int(m["layer"]), m["kind"], key) for key in last_sparsity(log_history)
+                       if (m := _SPARSITY_KEY.fullmatch(key))["layer"] is not None)
+    if not per_layer:
+        return False
+    lines = [(_loss_points(log_history, key), {
+        "label": f"{kind} layer {layer}", "color": f"C{layer % 10}", "linestyle": "-" if kind == "x" else "--",
+        "marker": "o", "markersize": 3, "linewidth": 1.2}) for layer, kind, key in per_layer]
+    _save_line_plot(lines, path, ylabel="active fraction of neurons",
+                    title="Active neurons (x: encoder, y: attention readout)")
     return True

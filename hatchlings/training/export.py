@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import GenerationConfig
 
-from ..model_cards import build_model_card, plot_loss_curve
+from ..model_cards import build_model_card, last_sparsity, plot_loss_curve, plot_sparsity_curve
 from .errors import UsageError
 
 ARCHITECTURE_SUMMARIES = {
@@ -36,7 +36,11 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
                       train_info: dict, eval_results: dict, log_history: list[dict],
                       widget_prompts: list[str], datasets: list[str] | None = None,
                       license: str = "apache-2.0") -> Path:
-    """Save `model` + `tokenizer` + generation config + loss curve + model card into `output_dir`."""
+    """Save `model` + `tokenizer` + generation config + loss curve + model card into `output_dir`.
+
+    When `log_history` holds neuron-sparsity entries (training.sparsity), `sparsity_curve.png` is written
+    too and the card gets a sparsity section; otherwise neither exists.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
@@ -46,11 +50,14 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         curve = "loss_curve.png" if plot_loss_curve(log_history, staging / "loss_curve.png") else None
+        sparsity_curve = ("sparsity_curve.png" if plot_sparsity_curve(log_history, staging / "sparsity_curve.png")
+                          else None)
         card = build_model_card(model=model, repo_name=out.resolve().name, architecture=architecture,
                                 summary=ARCHITECTURE_SUMMARIES.get(architecture, architecture),
                                 train_info=train_info, eval_results=eval_results,
                                 widget_prompts=widget_prompts, datasets=datasets, license=license,
-                                loss_curve=curve)
+                                loss_curve=curve, sparsity_curve=sparsity_curve,
+                                sparsity=last_sparsity(log_history))
         card.save(staging / "README.md")
         mode = 0o666 & ~_umask()  # tempfile and safetensors write 0600; exports are ordinary files
         for item in staging.iterdir():

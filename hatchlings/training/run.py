@@ -25,6 +25,7 @@ from .ema import EmaCallback
 from .export import export_hub_folder, load_model_folder
 from .losses import make_compute_loss
 from .optim import build_optimizer
+from .sparsity import track_sparsity
 from .errors import UsageError
 from .trainer import GracefulStop, HatchlingsTrainer
 
@@ -140,6 +141,7 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
                                 data_collator=default_data_collator, bytes_per_token=stats.bytes_per_token,
                                 **_optimization_kwargs(model, run),
                                 callbacks=[*(callbacks or []), *([ema] if ema else []), stop])  # stop decides last
+    track_sparsity(trainer)  # BDH-like models only (forward takes output_sparsity); it logs, never steers training
     resume = _checkpoint_to_resume(run)
     if trainer.is_world_process_zero():
         print(f"[hatchlings] {run.architecture}: {model.num_parameters():,} parameters; {_count(train_ds)} train / "
