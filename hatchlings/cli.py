@@ -1,4 +1,4 @@
-"""The `hatchlings` command: train, generate, eval, push, bench.
+"""The `hatchlings` command: train, generate, eval, push, bench, probe.
 
 User mistakes (a missing file, a bad YAML key, an unknown architecture) end with one line on stderr
 and exit status 2, never a traceback; genuine bugs still raise so they can be reported.
@@ -44,7 +44,7 @@ def _train(rest: list[str]) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
-    run_benchmark(args.what, output_dir=args.output_dir, quick=args.quick)
+    run_benchmark(args.what, args.options, command=" ".join(["hatchlings", *sys.argv[1:]]))
     return 0
 
 
@@ -64,10 +64,13 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluation.add_arguments(sub.add_parser("eval", help="loss, perplexity and bits per byte of a model on a file"))
     hub.add_arguments(sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub"))
-    bench = sub.add_parser("bench", help="run a benchmark, write markdown + JSON results")
-    bench.add_argument("what", help="benchmark name, e.g. bdh")
-    bench.add_argument("--output_dir", default="benchmarks/results")
-    bench.add_argument("--quick", action="store_true", help="small shapes, for smoke tests")
+    from . import probes
+
+    probes.add_arguments(sub.add_parser("probe", help="test an architecture's claims on a trained model "
+                                                      "(markdown + JSON + PNG)"))
+    from .bench import runner
+
+    runner.add_arguments(sub.add_parser("bench", help="run a benchmark, write markdown + JSON (+ PNG) results"))
     return parser
 
 
@@ -83,7 +86,13 @@ def _eval(args: argparse.Namespace) -> int:
     return evaluation.run(args)
 
 
-COMMANDS = {"generate": _generate, "eval": _eval, "bench": _bench, "push": _push}
+def _probe(args: argparse.Namespace) -> int:
+    from . import probes
+
+    return probes.run(args)
+
+
+COMMANDS = {"generate": _generate, "eval": _eval, "bench": _bench, "push": _push, "probe": _probe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from hatchlings.bench import run_benchmark
 
 
 def test_bench_bdh_quick_writes_tables(tmp_path):
-    tables = run_benchmark("bdh", output_dir=tmp_path, quick=True)
+    tables = run_benchmark("bdh", ["--quick", "--output_dir", str(tmp_path)], "hatchlings bench bdh --quick").tables
     report = json.loads((tmp_path / "bdh-quick.json").read_text())
     markdown = (tmp_path / "bdh-quick.md").read_text()
     assert [t["title"].split(",")[0] for t in report["tables"]] == ["Training (forward + backward)", "Generation"]

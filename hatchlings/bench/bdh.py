@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .reference_bdh import model_weights, reference_bdh
-from .runner import Table, median_seconds
+from .runner import Report, Table, generation_timing, median_seconds
 
 TINY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, mlp_internal_dim_multiplier=16,
             dropout=0.0, attn_chunk_size=64)  # configs/bdh-tiny.yaml
@@ -59,29 +59,31 @@ def training_table(shape: dict, batches: list[tuple[int, int]], repeats: int) ->
 
 def generation_table(shape: dict, contexts: list[int], steps: int, repeats: int) -> Table:
     model = _model(shape).eval()
-    rows = []
+    ours = generation_timing(model, contexts, steps, repeats)
+    weights, rows = model_weights(model), []
     with torch.no_grad():
         for context in contexts:
             ids = torch.randint(0, 256, (1, context + 1))
-            cache = model(ids[:, :context], use_cache=True).past_key_values
-            token = ids[:, context:]
-            per_token = median_seconds(lambda: [model(token, past_key_values=cache) for _ in range(steps)],
-                                       repeats) / steps
-            weights = model_weights(model)
             recompute = median_seconds(lambda: reference_bdh(ids, weights, model.config), max(1, repeats // 2))
+            cache = model(ids[:, :context], use_cache=True).past_key_values
             state_mb = sum(t.numel() * t.element_size() for t in cache.states.values()) / 2**20
-            rows.append({"context": context, "ours ms/token (cached state)": per_token * 1e3,
+            rows.append({"context": context, "ours ms/token (cached state)": ours[context]["ms_per_token"],
                          "reference ms/token (recompute prefix)": recompute * 1e3,
                          "state MiB": round(state_mb, 2)})
     flat = rows[-1]["ours ms/token (cached state)"] / rows[0]["ours ms/token (cached state)"]
     return Table("Generation, batch 1", list(rows[0]), rows,
                  notes=[f"ours at context {contexts[-1]} / context {contexts[0]}: {flat:.2f}x (flat = 1.0)",
-                        "the recurrent state has a fixed size, so cost per token does not grow with context"])
+                        "ours: `generate` with the recurrent cache (the runner's shared timing); the state has a "
+                        "fixed size, so cost per token does not grow with context"])
 
 
-def run(quick: bool = False) -> list[Table]:
-    if quick:
-        return [training_table(QUICK, [(2, 32), (1, 128)], repeats=2),
-                generation_table(QUICK, [16, 64, 128], steps=4, repeats=2)]
-    return [training_table(TINY, [(16, 256), (4, 1024), (2, 2048)], repeats=5),
-            generation_table(TINY, [64, 512, 4096], steps=20, repeats=5)]
+def add_arguments(parser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small shapes, for smoke tests")
+
+
+def run(args) -> Report:
+    if args.quick:
+        return Report("bdh-quick", [training_table(QUICK, [(2, 32), (1, 128)], repeats=2),
+                                    generation_table(QUICK, [16, 64, 128], steps=4, repeats=2)])
+    return Report("bdh", [training_table(TINY, [(16, 256), (4, 1024), (2, 2048)], repeats=5),
+                          generation_table(TINY, [64, 512, 4096], steps=20, repeats=5)])

@@ -1,12 +1,14 @@
-"""The one benchmark runner: timing, machine description, markdown + JSON output.
+"""The one benchmark runner: timing, machine description, markdown + JSON + PNG output.
 
-Every benchmark (`hatchlings bench bdh`, later the arena and the other architectures) returns tables
+Every benchmark (`hatchlings bench bdh`, `hatchlings bench arena`, the BDH probes) returns its results
 through this module, so timing methodology and file format are defined once. Times are medians of
 repeated runs after a warm-up: a shared CPU is noisy, and the median is what a user would see.
+Generation is always timed through `model.generate` (what users call), the same way for every model.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import json
@@ -36,6 +38,18 @@ class Table:
         return "\n".join(lines + [""] + [f"- {n}" for n in self.notes] + [""])
 
 
+@dataclasses.dataclass
+class Plot:
+    """One panel of a results figure: named series of (x, y) points drawn as lines with markers."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    series: dict[str, tuple[list[float], list[float]]]
+    logx: bool = False
+    logy: bool = False
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
@@ -50,8 +64,39 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        _synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _greedy(model, prompt: torch.Tensor, new_tokens: int) -> None:
+    """Exactly `new_tokens` greedy tokens after `prompt`, with the model's cache (eos cannot stop it early)."""
+    with torch.no_grad():
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                       pad_token_id=model.config.pad_token_id or 0)
+
+
+def generation_timing(model, contexts: list[int], steps: int, repeats: int, vocab: int = 256) -> dict[int, dict]:
+    """Per context length: ms per new token with the cache, and time to first token, through `generate`.
+
+    time to first token = `generate(max_new_tokens=1)` on a `context`-token prompt (prefill + one token);
+    ms/token = (time of 1 + `steps` tokens - time of 1 token) / `steps`, so the prefill cancels out and what
+    remains is the per-token cost of decoding at that context. Returns {context: {"ms_per_token", "ttft_ms"}}.
+    """
+    device = next(model.parameters()).device
+    results = {}
+    for context in contexts:
+        prompt = torch.randint(0, vocab, (1, context), generator=torch.Generator().manual_seed(context)).to(device)
+        first = median_seconds(lambda: _greedy(model, prompt, 1), repeats)
+        more = median_seconds(lambda: _greedy(model, prompt, 1 + steps), repeats)
+        results[context] = {"ms_per_token": max(more - first, 0.0) / steps * 1e3, "ttft_ms": first * 1e3}
+    return results
 
 
 def machine() -> dict:
@@ -62,34 +107,91 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": device}
 
 
+def plot_panels(plots: list[Plot], path: str | os.PathLike) -> Path:
+    """Draw `plots` side by side into one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(plots), figsize=(6 * len(plots), 4.5), squeeze=False)
+    for ax, plot in zip(axes[0], plots):
+        for label, (xs, ys) in plot.series.items():
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set(title=plot.title, xlabel=plot.xlabel, ylabel=plot.ylabel)
+        ax.set_xscale("log" if plot.logx else "linear")
+        ax.set_yscale("log" if plot.logy else "linear")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_results(name: str, tables: list[Table], output_dir: str | os.PathLike, command: str,
-                  heading: str = "Benchmark") -> tuple[Path, Path]:
-    """Write `<name>.md` and `<name>.json` into `output_dir`; return both paths. `heading` names the kind of
-    report in the markdown title ("Benchmark", "Probe")."""
+                  heading: str = "Benchmark", plots: list[Plot] | None = None) -> tuple[Path, Path]:
+    """Write `<name>.md`, `<name>.json` (and `<name>.png` if `plots`) into `output_dir`; return the md and json
+    paths. `heading` names the kind of report in the markdown title ("Benchmark", "Probe")."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = machine() | {"command": command}
     header = [f"# {heading}: {name}", "", "Measured " + ", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
+    if plots:
+        plot_panels(plots, out / f"{name}.png")
+        header += [f"![{name}]({name}.png)", ""]
     md_path, json_path = out / f"{name}.md", out / f"{name}.json"
     md_path.write_text("\n".join(header) + "\n" + "\n".join(t.markdown() for t in tables))
     json_path.write_text(json.dumps({"name": name, "machine": meta,
-                                     "tables": [dataclasses.asdict(t) for t in tables]}, indent=2) + "\n")
+                                     "tables": [dataclasses.asdict(t) for t in tables],
+                                     "plots": [dataclasses.asdict(p) for p in plots or []]}, indent=2) + "\n")
     return md_path, json_path
 
 
-def run_benchmark(what: str, output_dir: str | os.PathLike = "benchmarks/results", quick: bool = False) -> list[Table]:
-    """Run the named benchmark, print its tables and write them as markdown + JSON."""
-    from ..training.errors import UsageError
-    from . import bdh
+@dataclasses.dataclass
+class Report:
+    """What a benchmark returns: the file stem to write under, its tables and (optionally) its plots."""
 
-    benchmarks = {"bdh": bdh.run}
+    name: str
+    tables: list[Table]
+    plots: list[Plot] = dataclasses.field(default_factory=list)
+
+
+def _benchmarks() -> dict:
+    """name -> module with `add_arguments(parser)` and `run(args) -> Report`."""
+    from . import arena, bdh
+
+    return {"arena": arena, "bdh": bdh}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`hatchlings bench <name> [its flags]`; each benchmark's flags are parsed by its own parser (`--help`)."""
+    parser.add_argument("what", help="benchmark: " + ", ".join(_benchmarks()))
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's flags (see `hatchlings bench <name> -h`)")
+
+
+def _benchmark_args(what: str, options: list[str]) -> argparse.Namespace:
+    from ..training.errors import UsageError
+
+    benchmarks = _benchmarks()
     if what not in benchmarks:
         raise UsageError(f"unknown benchmark {what!r}; known: {', '.join(sorted(benchmarks))}")
-    tables = benchmarks[what](quick=quick)
-    name = f"{what}-quick" if quick else what
-    md_path, json_path = write_results(name, tables, output_dir,
-                                       command=f"hatchlings bench {what}" + (" --quick" if quick else ""))
-    for table in tables:
+    module = benchmarks[what]
+    parser = argparse.ArgumentParser(prog=f"hatchlings bench {what}", description=module.__doc__.splitlines()[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--output_dir", "--output-dir", default="benchmarks/results")
+    module.add_arguments(parser)
+    return parser.parse_args(options, namespace=argparse.Namespace(what=what))
+
+
+def run_benchmark(what: str, options: list[str], command: str) -> Report:
+    """Run benchmark `what` with its command-line `options`, print its tables and write them as markdown + JSON
+    (+ PNG)."""
+    args = _benchmark_args(what, options)
+    report = _benchmarks()[what].run(args)
+    md_path, json_path = write_results(report.name, report.tables, args.output_dir, command=command,
+                                       plots=report.plots)
+    for table in report.tables:
         print(table.markdown())
-    print(f"wrote {md_path} and {json_path}")
-    return tables
+    print(f"wrote {md_path} and {json_path}" + (f" (+ {report.name}.png)" if report.plots else ""))
+    return report

@@ -1,0 +1,104 @@
+"""`hatchlings bench arena`: matched sizes, shared data/batches, honest metrics, and the files it writes.
+
+Timings are never asserted (benchmarks, not timed tests); what is asserted is what makes the comparison fair
+and the numbers meaningful: parameter counts within 10%, the same batches for every model, validation loss
+equal to a direct computation, and a report with every promised column, plot and saved model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from hatchlings.bench.arena import ARCHS, SIZES, build_model, load_split, mean_loss, random_blocks
+from hatchlings.cli import main
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tinyshakespeare.txt")
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_models_are_matched_within_ten_percent(size):
+    counts = {arch: build_model(arch, size, positions=256).num_parameters() for arch in ARCHS}
+    for arch, count in counts.items():
+        assert abs(count / counts["gpt2"] - 1) <= 0.10, (size, counts)
+
+
+def test_unknown_model_or_size_is_named():
+    with pytest.raises(ValueError, match="unknown arena model 'mamba'"):
+        build_model("mamba", "tiny", 256)
+    with pytest.raises(ValueError, match="unknown arena size 'huge'"):
+        build_model("gpt2", "huge", 256)
+
+
+def test_split_is_first_90_percent_train_last_10_validation(tmp_path):
+    text = "".join(chr(ord("a") + i % 26) for i in range(1000))
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    train, val, bytes_per_token = load_split(str(path))
+    assert bytes_per_token == 1.0 and len(train) == 900 and len(val) == 100
+    assert bytes(train.tolist() + val.tolist()).decode() == text
+
+
+def test_batches_are_the_same_sequence_for_every_model():
+    ids = torch.arange(10_000)
+    first = [random_blocks(ids, 4, 16, g) for g in [torch.Generator().manual_seed(1)] * 3]
+    second = [random_blocks(ids, 4, 16, g) for g in [torch.Generator().manual_seed(1)] * 3]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not torch.equal(first[0], first[1])  # the generator advances: successive batches differ
+    assert all(torch.equal(b[:, 1:] - b[:, :-1], torch.ones(4, 15, dtype=torch.long)) for b in first)  # windows
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_mean_loss_is_next_token_cross_entropy(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, "micro", positions=32)
+    blocks = torch.randint(0, 256, (5, 32))
+    with torch.no_grad():
+        logits = model(blocks).logits
+    expected = F.cross_entropy(logits[:, :-1].flatten(0, 1), blocks[:, 1:].flatten()).item()
+    assert math.isclose(mean_loss(model, blocks, 2, torch.no_grad), expected, rel_tol=1e-5)
+
+
+@pytest.mark.slow
+def test_arena_cli_writes_report_plot_and_models(tmp_path, capsys):
+    if not os.path.isfile(DATA):
+        pytest.skip("shared/data/tinyshakespeare.txt is not next to this checkout")
+    models = tmp_path / "models"
+    code = main(["bench", "arena", "--size", "micro", "--budget-tokens", "512", "--batch-size", "4",
+                 "--block-size", "64", "--contexts", "8,16", "--ttft-prompt", "16", "--gen-steps", "2",
+                 "--repeats", "1", "--eval-points", "2", "--file", DATA, "--output_dir", str(tmp_path),
+                 "--models-dir", str(models)])
+    assert code == 0
+    report = json.loads((tmp_path / "arena-cpu.json").read_text())
+    assert (tmp_path / "arena-cpu.png").stat().st_size > 0
+    summary, curve = report["tables"]
+    assert [row["model"] for row in summary["rows"]] == list(ARCHS)
+    for column in ("params / GPT-2", "val bits/byte", "train tokens/s", "tokens/s / GPT-2", "peak train MiB",
+                   "ms/token @8", "ms/token @16", "ms/token @16 / GPT-2", "@16 / @8", "TTFT ms @16"):
+        assert column in summary["columns"]
+    for row in summary["rows"]:
+        assert 0.9 <= row["params / GPT-2"] <= 1.1
+        assert 4.0 < row["val bits/byte"] < 9.0  # 2 steps from random init: about log2(259) bits
+        assert row["train tokens/s"] > 0 and row["peak train MiB"] > 0
+    assert summary["rows"][0]["tokens/s / GPT-2"] == 1.0
+    assert [row["training tokens"] for row in curve["rows"]] == ["256", "512"]
+    assert [p["title"].split()[0] for p in report["plots"]] == ["Validation", "Generation"]
+    for arch in ARCHS:  # the trained models are saved for the probes, and load back
+        assert AutoModelForCausalLM.from_pretrained(models / arch).num_parameters() > 0
+    assert "| model | params |" in (tmp_path / "arena-cpu.md").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_arena_rejects_bad_flags(capsys):
+    assert main(["bench", "arena", "--archs", "gpt2,dragon"]) == 2
+    assert "unknown dragon" in capsys.readouterr().err
+    assert main(["bench", "arena", "--file", "/no/such.txt"]) == 2
+    assert "arena data not found: /no/such.txt" in capsys.readouterr().err
+    assert main(["bench", "arena", "--budget-tokens", "10"]) == 2
+    assert "less than one step" in capsys.readouterr().err
