@@ -15,14 +15,16 @@ import torch.nn.functional as F
 from ..modeling import BdhConfig
 
 
-def reference_rope(v: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotate neuron pair (2k, 2k+1) at position t by t * theta^(-2k/N), as a complex multiplication.
+def reference_rope(v: torch.Tensor, theta: float, period: int | None = None) -> torch.Tensor:
+    """Rotate neuron pair (2k, 2k+1) at position t by t * theta^(-2k'/P), k' = k mod P/2, as a complex product.
 
+    P = `period` (default N): the frequencies repeat every P neurons (a merged model's parents each keep theirs).
     v: (B, H, T, N) -> (B, H, T, N). Angles in float64, then cast to v's dtype.
     """
     T, N = v.shape[2], v.shape[3]
-    k = torch.arange(N // 2, dtype=torch.float64)
-    angles = torch.arange(T, dtype=torch.float64)[:, None] * theta ** (-2 * k / N)  # (T, N/2)
+    P = period or N
+    k = torch.arange(N // 2, dtype=torch.float64) % (P // 2)
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * theta ** (-2 * k / P)  # (T, N/2)
     rotor = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # (T, N/2), e^{i angle}
     pairs = torch.view_as_complex(v.reshape(*v.shape[:-1], N // 2, 2).contiguous())  # a + ib per pair
     return torch.view_as_real(pairs * rotor).reshape(v.shape)
@@ -40,7 +42,7 @@ def reference_bdh(ids: torch.Tensor, weights: dict[str, torch.Tensor], cfg: BdhC
     neurons = []
     for _ in range(cfg.num_hidden_layers):  # the same weights in every layer
         x_sparse = torch.relu(torch.einsum("btd,hdn->bhtn", x, enc))  # (B, H, T, N)
-        qr = reference_rope(x_sparse, cfg.rope_theta)  # queries == keys
+        qr = reference_rope(x_sparse, cfg.rope_theta, cfg.rotary_period)  # queries == keys
         scores = (qr @ qr.transpose(-1, -2)).tril(-1)  # (B, H, T, T), strictly earlier tokens, no softmax
         a = ln(scores @ x[:, None])  # (B, H, T, D); the values are x itself, shared by all heads
         y = torch.relu(torch.einsum("bhtd,hdn->bhtn", a, enc_v))  # (B, H, T, N)

@@ -21,6 +21,10 @@ class BdhConfig(PreTrainedConfig):
         mlp_internal_dim_multiplier: neurons per head are `multiplier * D / H`.
         dropout: dropout on the sparse neuron activations (training only).
         rope_theta: base of the rotary frequencies applied to the neurons (2**16 in the paper's code).
+        rope_period: neuron pairs (2k, 2k+1) turn at frequency `theta^(-2k / rope_period)`, repeating every
+            `rope_period` neurons of a head; None (the default) means `N`, one frequency per pair. A model
+            merged from parents by concatenating their neurons (`hatchlings.merge_bdh`) sets it to the
+            parents' N, so every parent neuron keeps the frequency it was trained with.
         layer_norm_eps: epsilon of the affine-free LayerNorms.
         initializer_range: std of the normal init of every weight.
         attn_chunk_size: tokens per chunk of the chunked parallel attention (speed/memory knob only;
@@ -37,6 +41,7 @@ class BdhConfig(PreTrainedConfig):
     mlp_internal_dim_multiplier: int = 128
     dropout: float = 0.1
     rope_theta: float = 65536.0
+    rope_period: int | None = None
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     attn_chunk_size: int = 64
@@ -54,6 +59,11 @@ class BdhConfig(PreTrainedConfig):
     def neurons_per_head(self) -> int:
         """N: neurons each head owns."""
         return self.mlp_internal_dim_multiplier * self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_period(self) -> int:
+        """Neurons after which the rotary frequencies repeat (`rope_period`, or N when unset)."""
+        return self.rope_period or self.neurons_per_head
 
     def _validate_bdh(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -78,6 +88,11 @@ class BdhConfig(PreTrainedConfig):
                 f"BdhConfig.mlp_internal_dim_multiplier gives {self.neurons_per_head} neurons per head; rotary "
                 "embeddings rotate neuron pairs, so it must be even"
             )
+        period = self.rope_period
+        if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 2
+                                   or period % 2 or self.neurons_per_head % period):
+            raise ValueError(f"BdhConfig.rope_period={period!r} must be an even number of neurons that divides "
+                             f"the {self.neurons_per_head} neurons per head (or None)")
         for name in ("pad_token_id", "bos_token_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:

@@ -203,7 +203,8 @@ class BdhModel(BdhPreTrainedModel):
         key_mask = self._key_mask(attention_mask, B, T, past_key_values.get_seq_length() if past_key_values is not None else 0)
         offset = cache.get(-1, SEEN) if cache is not None else None
         rotor = rope_pair_rotor(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
-                                cfg.neurons_per_head, cfg.rope_theta)
+                                cfg.rotary_period, cfg.rope_theta)  # (B, 1, T, period / 2)
+        rotor = rotor.repeat(1, 1, 1, cfg.neurons_per_head // cfg.rotary_period)  # one frequency set per period
 
         x = layer_norm(inputs_embeds, cfg.layer_norm_eps)
         hidden_states, sparsity = [x] if output_hidden_states else None, []

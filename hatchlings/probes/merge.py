@@ -1,0 +1,169 @@
+"""Merging BDH models by concatenating their neurons, and `hatchlings probe bdh merge`.
+
+The BDH paper's claim: two models grown from the same start and trained on different data can be merged
+by putting their neurons side by side. A BDH head's neurons interact only through sums over neurons --
+attention scores <q_t, q_s> = sum_i q_t,i q_s,i and the decoder z = sum_i (x_i * y_i) dec_i -- so the merged
+model computes each parent's terms and adds them: scores_a + scores_b, z_a + z_b. The shared D-dimensional
+parts (embedding, LM head) are averaged. The merged model is a normal BdhForCausalLM with twice the neurons
+(`rope_period` keeps each parent neuron at the rotary frequency it was trained with), so it saves, loads and
+generates like any other. Whether it *works* -- low loss on both parents' texts -- is what the probe measures,
+against each parent and against plain weight averaging.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from ..bench.runner import Table
+
+SHARED_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "rope_theta",
+                 "layer_norm_eps", "rotary_period")
+
+
+def _check_mergeable(a, b) -> None:
+    for model in (a, b):
+        if model.config.model_type != "hatchlings_bdh":
+            raise ValueError(f"merge_bdh merges BDH models, got a {model.config.model_type!r} model")
+    differ = [f"{name} ({getattr(a.config, name)} vs {getattr(b.config, name)})" for name in SHARED_FIELDS
+              if getattr(a.config, name) != getattr(b.config, name)]
+    if differ:
+        raise ValueError("merge_bdh needs models of the same shape apart from their neurons; they differ in "
+                         + ", ".join(differ))
+
+
+def _derived(a, **changes):
+    """A fresh BDH of `a`'s config with `changes` (validated by the config class)."""
+    config = type(a.config).from_dict({**a.config.to_dict(), **changes})
+    return AutoModelForCausalLM.from_config(config).to(dtype=a.dtype, device=a.device).eval()
+
+
+def merge_bdh(a, b):
+    """The BDH whose neurons are `a`'s followed by `b`'s (per head); embedding and LM head averaged.
+
+    Encoder and encoder_v (H, D, N) are concatenated along N, the decoder (H*N, D) along each head's neurons,
+    so head h of the result holds N_a + N_b neurons. Returns a new model in eval mode; a and b are unchanged.
+    """
+    _check_mergeable(a, b)
+    H, D = a.config.num_attention_heads, a.config.hidden_size
+    merged = _derived(a, mlp_internal_dim_multiplier=a.config.mlp_internal_dim_multiplier
+                      + b.config.mlp_internal_dim_multiplier, rope_period=a.config.rotary_period)
+    pa, pb = a.model.block, b.model.block
+    decoders = [block.decoder.view(H, -1, D) for block in (pa, pb)]  # (H, N, D) each
+    with torch.no_grad():
+        merged.model.block.encoder.copy_(torch.cat([pa.encoder, pb.encoder], dim=-1))  # (H, D, Na + Nb)
+        merged.model.block.encoder_v.copy_(torch.cat([pa.encoder_v, pb.encoder_v], dim=-1))
+        merged.model.block.decoder.copy_(torch.cat(decoders, dim=1).reshape(-1, D))  # (H * (Na + Nb), D)
+        merged.model.embed_tokens.weight.copy_((a.model.embed_tokens.weight + b.model.embed_tokens.weight) / 2)
+        merged.lm_head.weight.copy_((a.lm_head.weight + b.lm_head.weight) / 2)
+    return merged
+
+
+def average_bdh(a, b):
+    """The usual alternative to merging: every weight the mean of a's and b's (same shape as a)."""
+    _check_mergeable(a, b)
+    if a.config.neurons_per_head != b.config.neurons_per_head:
+        raise ValueError("average_bdh needs the same number of neurons in both models")
+    averaged = _derived(a)
+    with torch.no_grad():
+        for (name, p), q in zip(averaged.named_parameters(), b.parameters()):
+            p.copy_((a.get_parameter(name) + q) / 2)
+    return averaged
+
+
+# ----------------------------------------------------------------------------------------------- the probe
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("merge")
+    group.add_argument("--other", default=None, help="second parent (a BDH folder); without it both parents are "
+                       "fine-tuned from MODEL, one on --file and one on --other_file")
+    group.add_argument("--other_file", default=None, help="the second parent's text")
+    group.add_argument("--steps", type=int, default=100, help="fine-tuning steps per parent (without --other)")
+    group.add_argument("--learning_rate", type=float, default=1e-3, help="fine-tuning learning rate")
+
+
+def _fine_tune(base, split: tuple, args, label: str):
+    """A copy of `base` trained `args.steps` steps on a (train, validation, bytes/token) split with the arena's
+    loop (the same batches for a given seed)."""
+    import copy
+
+    from ..bench.arena import Settings, train
+
+    model = copy.deepcopy(base).train()
+    settings = Settings(budget_tokens=args.steps * args.batch_size * args.block_size, batch_size=args.batch_size,
+                        block_size=args.block_size, learning_rate=args.learning_rate, eval_points=1,
+                        seed=args.seed)
+    train_ids, val_ids, bytes_per_token = split
+    train(model, train_ids, val_ids, settings, bytes_per_token, label)
+    return model.eval()
+
+
+def _parents(args, base, tokenizer, splits: dict[str, tuple], output: Path):
+    """The two parents: MODEL and --other, or MODEL fine-tuned on each text (saved under output)."""
+    from .common import load_model
+
+    if args.other:
+        return base, load_model(args.other, "hatchlings_bdh", role="--other")[0], "given"
+    parents = []
+    for (name, split), tag in zip(splits.items(), ("a", "b")):
+        parent = _fine_tune(base, split, args, f"parent {tag} ({name})")
+        parent.save_pretrained(output / f"parent-{tag}")
+        tokenizer.save_pretrained(output / f"parent-{tag}")
+        parents.append(parent)
+    return *parents, f"fine-tuned from MODEL for {args.steps} steps each (saved in {output}/parent-a, parent-b)"
+
+
+def run(args) -> tuple[list[Table], object]:
+    """Loss of each parent, the neuron-concatenated merge and the weight average on both texts."""
+    from ..bench.arena import load_split, mean_loss
+    from ..metrics.lm_perplexity.lm_perplexity import lm_metrics
+    from ..training.errors import UsageError
+    from .common import load_model
+
+    if not args.file or not args.other_file:
+        raise UsageError("probe merge needs two texts: --file (first parent's) and --other_file (second's)")
+    base, tokenizer = load_model(args.model, "hatchlings_bdh")
+    splits = {Path(f).name: load_split(f) for f in (args.file, args.other_file)}  # name -> (train, val, bytes/token)
+    output = Path(args.output_dir) if args.output_dir else Path(args.model) / "probes"
+    a, b, origin = _parents(args, base, tokenizer, splits, output)
+    try:
+        models = {"parent a": a, "parent b": b, "merged (neurons concatenated)": merge_bdh(a, b),
+                  "averaged weights": average_bdh(a, b)}
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    rows = []
+    for label, model in models.items():
+        row = {"model": label, "params": f"{model.num_parameters():,}"}
+        for name, (_, val, bytes_per_token) in splits.items():
+            n = min(len(val), args.max_tokens) // args.block_size * args.block_size
+            loss = mean_loss(model, val[:n].view(-1, args.block_size), args.batch_size, torch.no_grad)
+            row[f"bits/byte on {name}"] = lm_metrics(loss, bytes_per_token)["bits_per_byte"]
+        rows.append(row)
+    table = Table("Merging two BDH parents", list(rows[0]), rows, notes=[
+        f"parents: {origin}; parent a's text is {args.file}, parent b's {args.other_file}",
+        "validation: the last 10% of each text, disjoint blocks of --block_size (at most --max_tokens tokens)",
+        "merged: each head's neurons of a then b (encoder, encoder_v, decoder concatenated; embedding and LM head "
+        "averaged), no training after the merge; averaged: every weight the mean of the parents'"])
+    return [table], _figure(rows, list(splits))
+
+
+def _figure(rows: list[dict], texts: list[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(texts)
+    for i, name in enumerate(texts):
+        ax.bar([k + i * width for k in range(len(rows))], [r[f"bits/byte on {name}"] for r in rows], width,
+               label=name)
+    ax.set_xticks([k + width * (len(texts) - 1) / 2 for k in range(len(rows))], [r["model"] for r in rows],
+                  fontsize=8)
+    ax.set(ylabel="validation bits per byte", title="BDH merge: parents, concatenated neurons, averaged weights")
+    ax.legend()
+    fig.tight_layout()
+    return fig
