@@ -177,6 +177,9 @@ def test_cli_neurons_with_and_without_baseline(folders, tmp_path):
     assert {(r["neurons"], r["family"]) for r in summary["rows"]} == {
         (kind, family) for kind in ("x_sparse", "y", "GPT-2 MLP") for family in ("byte class", "word", "speaker")}
     assert [r["count"] for r in summary["rows"] if r["family"] == "word"] == [2 * 2 * 64, 2 * 2 * 64, 2 * 4 * 32]
+    for row in summary["rows"]:  # the concepts named are those of the selective neurons, as many as counted
+        named = sum(int(part.rsplit(" ", 1)[1]) for part in row["selective for (neurons)"].split(", ") if part)
+        assert named <= row["score > 0.5"] and (named > 0) == (row["score > 0.5"] > 0)
     assert len(top_x["rows"]) == len(top_y["rows"]) == 2 * 3 and "«" in top_x["rows"][0]["strongest contexts"]
     assert all(-1 <= r["score"] <= 1 for r in top_x["rows"])
     assert _probe(folders, "neurons", tmp_path / "none", "--top_k", "2") == 0

@@ -18,6 +18,8 @@ gives the baseline the claim needs: "monosemantic" only means something relative
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import torch
 
@@ -167,23 +169,27 @@ def _top_table(kind: str, acc: ConceptMass, scores: dict, concepts: common.Conce
                   "activating byte in «» (⏎ = newline)."])
 
 
-def _summary_table(results: dict, threshold: float, min_support: int) -> Table:
-    """Per kind of neuron and family: how many neurons were scored and how many are selective."""
+def _summary_table(results: dict, concepts: common.Concepts, threshold: float, min_support: int) -> Table:
+    """Per kind of neuron and family: how many neurons were scored, how many are selective and for what."""
     rows = []
-    for kind, (acc, scores) in results.items():
-        for family, (best, _) in scores.items():
-            scored = best[~best.isnan()]
+    for kind, (_, scores) in results.items():
+        for family, (best, concept) in scores.items():
+            scored, selective = best[~best.isnan()], best > threshold  # NaN compares False
+            common_concepts = Counter(concepts.names[c] for c in concept[selective].tolist()).most_common(3)
             rows.append({"neurons": kind, "family": family, "count": len(best), "scored": len(scored),
-                         f"score > {threshold}": int((scored > threshold).sum()),
-                         "% of scored": 100 * float((scored > threshold).float().mean()) if len(scored) else 0.0,
+                         f"score > {threshold}": int(selective.sum()),
+                         "% of scored": 100 * int(selective.sum()) / max(len(scored), 1),
                          "median score": float(scored.median()) if len(scored) else float("nan"),
-                         "max score": float(scored.max()) if len(scored) else float("nan")})
+                         "max score": float(scored.max()) if len(scored) else float("nan"),
+                         "selective for (neurons)": ", ".join(f"{name!r} {n}" for name, n in common_concepts)})
     return Table(f"Selective neurons (score > {threshold}) per concept family",
                  ["neurons", "family", "count", "scored", f"score > {threshold}", "% of scored", "median score",
-                  "max score"], rows,
+                  "max score", "selective for (neurons)"], rows,
                  ["score = (mass_share(c) - base_rate(c)) / (1 - base_rate(c)), best concept c of the family: 0 when "
                   "a neuron's positive activation mass follows concept frequencies, 1 when it is all on one concept.",
                   f"scored: neurons active on >= {min_support} probed positions (--min_support).",
+                  "A broad concept can score 1 too: a neuron silent on every non-letter byte is fully selective for "
+                  "'lowercase' (see the base rates in the tables below).",
                   "BDH shares one block of weights across layers; each layer's activation of a neuron is counted "
                   "as its own neuron (as GPT-2's per-layer MLP units are)."])
 
@@ -233,7 +239,7 @@ def run(args):
     if baseline is not None:
         accs |= scan(baseline, corpus, concepts, starts, args.block_size, args.batch_size)
     results = {kind: (acc, family_scores(acc, concepts, args.min_support)) for kind, acc in accs.items()}
-    summary = _summary_table(results, args.threshold, args.min_support)
+    summary = _summary_table(results, concepts, args.threshold, args.min_support)
     summary.notes.insert(0, f"Text: {corpus.name}; {len(starts)} blocks of {args.block_size} tokens spread evenly "
                             f"over {len(corpus.ids):,}; families: {', '.join(concepts.labels)}.")
     summary.notes.append(f"Baseline: GPT-2 at {args.baseline}, MLP GELU outputs (positive part as mass)."

@@ -62,7 +62,7 @@ def _layer_table(stats: dict, neurons: int) -> Table:
                  ["active %: mean over tokens of the share of non-zero neurons, from the reference equations; "
                   "output_sparsity active %: 1 - the model's own zero fraction on the same blocks (cross-check).",
                   "p1..p99: percentiles of the per-token active share; never active: neurons zero on every probed "
-                  "token.",
+                  "token. The first token of each block reads an empty state, so all its y neurons are zero.",
                   "BDH shares one block of weights across layers, so neuron n is the same encoder column in "
                   "every layer; it is counted per layer because its input differs."])
 
