@@ -134,6 +134,15 @@ def test_paired_stats():
     assert stats["ci_low"] < 1.25 < stats["ci_high"] and stats["ci_low"] >= -1 and stats["ci_high"] <= 3
 
 
+def test_target_logprob_is_the_teacher_forced_loss(folders):
+    model, context, target = folders["model"], b"Rome is good. And so\nRome is", b" good"
+    ids = torch.tensor([list(context + target)])
+    labels = ids.masked_fill(torch.arange(ids.shape[1]) < len(context), -100)  # score the target bytes only
+    with torch.no_grad():
+        loss = model(ids, labels=labels, use_cache=False).loss
+    assert state.target_logprob(model, context, target) == pytest.approx(-loss.item() * len(target), rel=1e-5)
+
+
 def test_trials_are_seeded_and_use_names_of_the_text(folders):
     corpus = common.load_corpus(folders["text"])
     trials = state.make_trials(corpus, 10, filler_tokens=40, seed=3)
@@ -218,3 +227,4 @@ def test_cli_errors(folders, tmp_path, capsys, case, message):
         what = "magic"
     assert main(["probe", arch, what, model, "--output_dir", str(tmp_path), *FAST, *extra]) == 2
     assert message in capsys.readouterr().err
+
