@@ -222,7 +222,7 @@ def _baseline(args):
     gpt2, _ = common.load_model(args.baseline, "gpt2", role="--baseline")
     if gpt2.config.n_positions < args.block_size or gpt2.config.vocab_size < 256:
         raise UsageError(f"--baseline {args.baseline}: context {gpt2.config.n_positions} / vocabulary "
-                                f"{gpt2.config.vocab_size} cannot read blocks of {args.block_size} byte tokens")
+                         f"{gpt2.config.vocab_size} cannot read blocks of {args.block_size} byte tokens")
     return gpt2_activations(gpt2)
 
 
