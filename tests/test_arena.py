@@ -102,3 +102,20 @@ def test_arena_rejects_bad_flags(capsys):
     assert "arena data not found: /no/such.txt" in capsys.readouterr().err
     assert main(["bench", "arena", "--budget-tokens", "10"]) == 2
     assert "less than one step" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_scaling_probe_runs_through_the_arena(tmp_path):
+    if not os.path.isfile(DATA):
+        pytest.skip("shared/data/tinyshakespeare.txt is not next to this checkout")
+    code = main(["probe", "bdh", "scaling", str(tmp_path), "--file", DATA, "--sizes", "micro,tiny", "--archs",
+                 "gpt2,bdh", "--budget_tokens", "128", "--train_batch_size", "4", "--block_size", "32",
+                 "--output_dir", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "bdh-scaling.json").read_text())
+    rows = report["tables"][0]["rows"]
+    assert [row["size"] for row in rows] == ["micro", "tiny"]
+    params = [int(row["bdh params"].replace(",", "")) for row in rows]
+    assert params[0] < params[1]  # the sizes really grow
+    assert all(4.0 < row[f"{arch} bits/byte"] < 9.0 for row in rows for arch in ("gpt2", "bdh"))
+    assert (tmp_path / "bdh-scaling.png").stat().st_size > 0

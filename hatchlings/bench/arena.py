@@ -68,6 +68,7 @@ class Settings:
     ttft_prompt: int = 1024
     gen_steps: int = 16
     repeats: int = 5
+    timing: bool = True  # time generation (the scaling probe only needs the losses)
     models_dir: str | None = None  # save each trained model here (save_pretrained), for the probes
     threads: int = 0  # torch threads in each model's process (0 = torch's default)
 
@@ -272,18 +273,24 @@ def measure(arch: str, settings: Settings) -> dict:
                "val_bits_per_byte": lm_metrics(loss, bytes_per_token)["bits_per_byte"]}
     if settings.models_dir:
         _save(model, Path(settings.models_dir) / arch)
+    if settings.timing:
+        result |= _generation(arch, settings)
+    return result
+
+
+def _generation(arch: str, settings: Settings) -> dict:
+    """ms/token at each context and time to first token of the arena's shape of `arch`."""
     # generation is timed on a fresh model of the same shape with room for the longest context (GPT-2's
     # position table is sized to the training block); speed does not depend on the weights' values
     longest = max(*settings.contexts, settings.ttft_prompt) + settings.gen_steps + 1
     torch.manual_seed(settings.seed)
-    timing_model = build_model(arch, settings.size, positions=longest).to(device).eval()
+    timing_model = build_model(arch, settings.size, positions=longest).to(settings.device).eval()
     if settings.precision == "bf16":
         timing_model = timing_model.to(torch.bfloat16)
     timing = generation_timing(timing_model, sorted({*settings.contexts, settings.ttft_prompt}),
                                settings.gen_steps, settings.repeats)
-    result["ms_per_token"] = {c: timing[c]["ms_per_token"] for c in settings.contexts}
-    result["ttft_ms"] = timing[settings.ttft_prompt]["ttft_ms"]
-    return result
+    return {"ms_per_token": {c: timing[c]["ms_per_token"] for c in settings.contexts},
+            "ttft_ms": timing[settings.ttft_prompt]["ttft_ms"]}
 
 
 def _save(model, folder: Path) -> None:

@@ -107,8 +107,8 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": device}
 
 
-def plot_panels(plots: list[Plot], path: str | os.PathLike) -> Path:
-    """Draw `plots` side by side into one PNG."""
+def panels_figure(plots: list[Plot]):
+    """`plots` side by side in one matplotlib figure (Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,6 +124,14 @@ def plot_panels(plots: list[Plot], path: str | os.PathLike) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_panels(plots: list[Plot], path: str | os.PathLike) -> Path:
+    """Draw `plots` side by side into one PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = panels_figure(plots)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)

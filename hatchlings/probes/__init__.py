@@ -14,10 +14,11 @@ from pathlib import Path
 
 from ..bench.runner import write_results
 from ..training.errors import UsageError
-from . import common, merge, neurons, sparsity, state
+from . import common, merge, neurons, scaling, sparsity, state
 
 ARCHITECTURES = ("bdh",)
-PROBES = {"sparsity": sparsity.run, "neurons": neurons.run, "state": state.run, "merge": merge.run}
+PROBES = {"sparsity": sparsity.run, "neurons": neurons.run, "state": state.run, "merge": merge.run,
+          "scaling": scaling.run}
 _NOT_IN_COMMAND = ("command", "arch", "what", "model", "output_dir")  # do not change the results
 
 
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--pairs", type=int, default=64, help="A/B pairs of the working-memory test")
     group.add_argument("--filler_tokens", type=int, default=128, help="tokens of text between the fact and the query")
     merge.add_arguments(parser)
+    scaling.add_arguments(parser)
     return parser
 
 
