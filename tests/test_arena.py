@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -19,7 +18,14 @@ from transformers import AutoModelForCausalLM
 from hatchlings.bench.arena import ARCHS, SIZES, build_model, load_split, mean_loss, random_blocks
 from hatchlings.cli import main
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tinyshakespeare.txt")
+
+
+@pytest.fixture
+def text_file(tmp_path, real_text):
+    """20 kB of real prose: enough for the arena's split, small enough that evaluation is instant."""
+    path = tmp_path / "text.txt"
+    path.write_text(real_text)
+    return str(path)
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -66,13 +72,11 @@ def test_mean_loss_is_next_token_cross_entropy(arch):
 
 
 @pytest.mark.slow
-def test_arena_cli_writes_report_plot_and_models(tmp_path, capsys):
-    if not os.path.isfile(DATA):
-        pytest.skip("shared/data/tinyshakespeare.txt is not next to this checkout")
+def test_arena_cli_writes_report_plot_and_models(tmp_path, text_file, capsys):
     models = tmp_path / "models"
     code = main(["bench", "arena", "--size", "micro", "--budget-tokens", "512", "--batch-size", "4",
                  "--block-size", "64", "--contexts", "8,16", "--ttft-prompt", "16", "--gen-steps", "2",
-                 "--repeats", "1", "--eval-points", "2", "--file", DATA, "--output_dir", str(tmp_path),
+                 "--repeats", "1", "--eval-points", "2", "--file", text_file, "--output_dir", str(tmp_path),
                  "--models-dir", str(models)])
     assert code == 0
     report = json.loads((tmp_path / "arena-cpu.json").read_text())
@@ -105,10 +109,8 @@ def test_arena_rejects_bad_flags(capsys):
 
 
 @pytest.mark.slow
-def test_scaling_probe_runs_through_the_arena(tmp_path):
-    if not os.path.isfile(DATA):
-        pytest.skip("shared/data/tinyshakespeare.txt is not next to this checkout")
-    code = main(["probe", "bdh", "scaling", str(tmp_path), "--file", DATA, "--sizes", "micro,tiny", "--archs",
+def test_scaling_probe_runs_through_the_arena(tmp_path, text_file):
+    code = main(["probe", "bdh", "scaling", str(tmp_path), "--file", text_file, "--sizes", "micro,tiny", "--archs",
                  "gpt2,bdh", "--budget_tokens", "128", "--train_batch_size", "4", "--block_size", "32",
                  "--output_dir", str(tmp_path)])
     assert code == 0
