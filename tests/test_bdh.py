@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from contract import ArchSpec, make_contract_tests, random_ids
 from hatchlings import BdhConfig
 from hatchlings.bench.reference_bdh import model_weights, reference_bdh, reference_rope
-from hatchlings.modeling.modeling_bdh import chunked_linear_attention, recurrent_linear_attention_step
+from hatchlings.modeling.layers import rope_pair_rotor
+from hatchlings.modeling.modeling_bdh import (_GatedReadout, _SparseEncoder, _StrictlyCausalAttention,
+                                             chunked_linear_attention, recurrent_linear_attention_step)
 
 TINY = dict(vocab_size=259, hidden_size=32, num_attention_heads=2, mlp_internal_dim_multiplier=4,
             num_hidden_layers=2, dropout=0.0, attn_chunk_size=8)
@@ -114,15 +116,19 @@ def _loop_attention(q, v, state):
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 24, 32])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_chunked_attention_matches_recurrence(chunk, with_state):
+@pytest.mark.parametrize("head_major", [False, True])
+def test_chunked_attention_matches_recurrence(chunk, with_state, head_major):
     """The parallel forms equal the token-by-token recurrence in output, final state and the gradients
     w.r.t. q and v (and the incoming state). T = 24, N = 8, D = 6: chunks 1, 3, 7 take the chunked form
-    (T > chunk + 2ND/(N+D) = chunk + 6.9), 24 and 32 the quadratic one; 7 leaves a ragged last chunk."""
+    (T > chunk + 2ND/(N+D) = chunk + 6.9), 24 and 32 the quadratic one; 7 leaves a ragged last chunk.
+    `head_major` passes q as the (B, H, T, N) view of an (H, B, T, N) tensor, the layout BdhBlock uses."""
     q, v = _attention_inputs(seed=chunk)
     B, H, T, N = q.shape
     init = torch.randn(B, H, N, v.shape[-1]).requires_grad_() if with_state else None
     loop_out, loop_state = _loop_attention(q, v, init if with_state else torch.zeros(B, H, N, v.shape[-1]))
-    fast_out, fast_state = chunked_linear_attention(q, v, init, chunk, return_state=True)
+    q_in = q.transpose(0, 1).contiguous().transpose(0, 1) if head_major else q
+    fast_out, fast_state = chunked_linear_attention(q_in, v, init, chunk, return_state=True)
+    assert fast_state.is_contiguous(), "the cache keeps (B, H, N, D) states that later decoding steps read"
     torch.testing.assert_close(fast_out, loop_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast_state, loop_state, rtol=1e-5, atol=1e-5)
     inputs = [q, v] + ([init] if with_state else [])
@@ -131,6 +137,104 @@ def test_chunked_attention_matches_recurrence(chunk, with_state):
     got = torch.autograd.grad((fast_out * probe).sum() + fast_state.sum(), inputs)
     for name, g, w in zip(["q", "v", "state"], got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+def _naive_causal_attention(q, v):
+    """tril(q q^T, -1) @ v by plain autograd; v (M, T, D) broadcasts over the heads of q (H, M, T, N)."""
+    return (q @ q.transpose(-1, -2)).tril(-1) @ v
+
+
+def test_strictly_causal_attention_gradcheck():
+    """The hand-written backward (dq = (G + G^T) q, dv summed over heads) is the true gradient: finite
+    differences in float64, with v shared by the heads."""
+    g = torch.Generator().manual_seed(20)
+    q = torch.randn(2, 3, 6, 4, dtype=torch.float64, generator=g).requires_grad_()  # (H, M, T, N)
+    v = torch.randn(3, 6, 5, dtype=torch.float64, generator=g).requires_grad_()  # (M, T, D)
+    assert torch.autograd.gradcheck(_StrictlyCausalAttention.apply, (q, v))
+
+
+def test_strictly_causal_attention_matches_autograd():
+    """float32, the sizes the model runs: output and gradients equal autograd of the naive formula."""
+    g = torch.Generator().manual_seed(21)
+    q = torch.relu(torch.randn(3, 2, 40, 16, generator=g)).requires_grad_()  # (H, M, T, N)
+    v = torch.randn(2, 40, 8, generator=g).requires_grad_()  # (M, T, D)
+    probe = torch.randn(3, 2, 40, 8, generator=g)
+    fast, naive = _StrictlyCausalAttention.apply(q, v), _naive_causal_attention(q, v)
+    torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-5)
+    for got, want in zip(torch.autograd.grad((fast * probe).sum(), (q, v)),
+                         torch.autograd.grad((naive * probe).sum(), (q, v))):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _readout_inputs(dtype, H=2, M=7, D=3, N=4, dropout=False, seed=22):
+    g = torch.Generator().manual_seed(seed)
+    x_sparse = torch.relu(torch.randn(H, M, N, dtype=dtype, generator=g)).requires_grad_()
+    a, enc_v, dec = (torch.randn(*shape, dtype=dtype, generator=g).requires_grad_()
+                     for shape in ((H, M, D), (H, D, N), (H, N, D)))
+    keep = (torch.rand(H, M, N, generator=g) > 0.5).to(dtype) * 2 if dropout else None  # p = 0.5, scaled
+    return x_sparse, a, enc_v, dec, keep
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_gated_readout_gradcheck(dropout):
+    """z = sum_h (x_sparse * ReLU(a @ encoder_v) * keep) @ decoder: the in-place backward is the true
+    gradient w.r.t. all four inputs (float64 finite differences), with and without a dropout mask."""
+    inputs = _readout_inputs(torch.float64, dropout=dropout)
+    assert torch.autograd.gradcheck(lambda *args: _GatedReadout.apply(*args)[0], inputs)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_gated_readout_matches_autograd(dropout):
+    """float32: z, y_sparse and every gradient equal plain autograd of the formula."""
+    x_sparse, a, enc_v, dec, keep = _readout_inputs(torch.float32, H=3, M=50, D=8, N=32, dropout=dropout)
+    inputs = (x_sparse, a, enc_v, dec)
+    y = torch.relu(a @ enc_v)
+    naive = torch.einsum("hmn,hnd->md", x_sparse * y * (1 if keep is None else keep), dec)
+    fast, fast_y = _GatedReadout.apply(*inputs, keep)
+    torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_y, y)
+    probe = torch.randn_like(naive)
+    for got, want in zip(torch.autograd.grad((fast * probe).sum(), inputs),
+                         torch.autograd.grad((naive * probe).sum(), inputs)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_encoder_matches_autograd():
+    """x_sparse = ReLU(x @ encoder) (zero at padding) and q = RoPE(x_sparse), head-major: outputs and the
+    gradients w.r.t. x and encoder, through both outputs at once, equal autograd of the naive formula with
+    the reference rotation. float32 only: the rotation is computed in float32 whatever the input dtype."""
+    g = torch.Generator().manual_seed(23)
+    B, T, D, H, N = 2, 9, 6, 3, 8
+    x = torch.randn(B, T, D, generator=g).requires_grad_()
+    encoder = torch.randn(H, D, N, generator=g).requires_grad_()
+    key_mask = torch.ones(B, T)
+    key_mask[1, :3] = 0  # left padding
+    rotor = rope_pair_rotor(torch.arange(T).expand(B, T), N, 100.0)  # (B, 1, T, N/2)
+    x_sparse, q = _SparseEncoder.apply(x, encoder, rotor, key_mask)
+    naive_x = torch.relu(torch.einsum("btd,hdn->bhtn", x, encoder)) * key_mask[:, None, :, None]  # (B, H, T, N)
+    naive_q = reference_rope(naive_x, 100.0)
+    torch.testing.assert_close(x_sparse, naive_x.transpose(0, 1))
+    torch.testing.assert_close(q, naive_q.transpose(0, 1), rtol=1e-5, atol=1e-6)
+    assert (x_sparse[:, 1, :3] == 0).all()
+    probe_x, probe_q = torch.randn(H, B, T, N, generator=g), torch.randn(H, B, T, N, generator=g)
+    got = torch.autograd.grad((x_sparse * probe_x).sum() + (q * probe_q).sum(), (x, encoder))
+    want = torch.autograd.grad((naive_x.transpose(0, 1) * probe_x).sum() + (naive_q.transpose(0, 1) * probe_q).sum(),
+                               (x, encoder))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_only_in_training():
+    """Dropout on x_sparse * y_sparse: random in train mode (and still differentiable), absent in eval."""
+    model = SPEC.build_model(dropout=0.5)
+    ids = random_ids(259, 2, 16, seed=14)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, use_cache=False).logits, model(ids, use_cache=False).logits)
+    model.train()
+    first, second = model(ids, labels=ids, use_cache=False), model(ids, use_cache=False)
+    assert not torch.allclose(first.logits, second.logits)
+    first.loss.backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
 
 
 def test_chunked_attention_is_strictly_causal():

@@ -33,6 +33,122 @@ STATE = "synapses"  # cache entry per layer: the (B, H, N, D) Hebbian state
 SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consumed, for RoPE positions
 
 
+def _zero_where_inactive_(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
+    """grad *= (relu_out > 0) in place and returns grad: ReLU's own backward kernel writing into its input.
+
+    One pass and no allocation; `grad.masked_fill_(relu_out == 0, 0)` would also allocate the mask.
+    """
+    return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
+
+
+class _StrictlyCausalAttention(torch.autograd.Function):
+    """out = tril(q q^T, -1) @ v for groups of heads that share their values, with a hand-written backward.
+
+    Autograd differentiates q q^T as a product of two different matrices: two T x T x N matmuls for dq.
+    The score matrix is symmetric before masking, so with G = tril(dout v^T, -1) the two terms are one:
+    dq = (G + G^T) q, half the cost of the largest product in the backward pass. The masked scores are
+    kept from the forward pass (T x T, smaller than q when T < N) for dv = scores^T dout.
+
+    q: (H, M, T, N), H heads over M independent sequences (or chunks); v: (M, T, D), the same for every
+    head. Returns (H, M, T, D).
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        scores = torch.matmul(q, q.transpose(-1, -2)).tril_(diagonal=-1)  # (H, M, T, T)
+        ctx.save_for_backward(q, v, scores)
+        return torch.matmul(scores, v)  # (H, M, T, D)
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        q, v, scores = ctx.saved_tensors
+        dq = dv = None
+        if ctx.needs_input_grad[0]:
+            g = torch.matmul(dout, v.transpose(-1, -2)).tril_(diagonal=-1)  # (H, M, T, T)
+            dq = torch.matmul(g + g.transpose(-1, -2), q)  # (H, M, T, N)
+        if ctx.needs_input_grad[1]:
+            dv = torch.matmul(scores.transpose(-1, -2), dout).sum(0)  # (M, T, D), summed over heads
+        return dq, dv
+
+
+class _SparseEncoder(torch.autograd.Function):
+    """x_sparse = ReLU(x @ encoder_h) (zero at padding) and its rotated copy q = RoPE(x_sparse), per head.
+
+    x_sparse reaches the loss twice, through the readout and (as q) through the attention. Autograd would
+    allocate a tensor for each step back (un-rotate, sum of the two gradients, ReLU mask); here the
+    un-rotation allocates once and the sum and mask happen in place.
+
+    x: (B, T, D); encoder: (H, D, N); rotor: (B, 1, T, N/2) from `rope_pair_rotor`; key_mask: (B, T) or None.
+    Returns x_sparse, q: (H, B, T, N) each, head-major so that every product below is one batched GEMM.
+    """
+
+    @staticmethod
+    def forward(ctx, x, encoder, rotor, key_mask):
+        B, T, D = x.shape
+        H, _, N = encoder.shape
+        rows = x.reshape(1, B * T, D).expand(H, B * T, D)  # (H, B*T, D), a stride-0 view shared by heads
+        x_sparse = torch.bmm(rows, encoder).relu_().view(H, B, T, N)
+        if key_mask is not None:  # padding neither writes to the state nor is read by later tokens
+            x_sparse.mul_(key_mask[None, :, :, None].to(x_sparse.dtype))
+        rotor = rotor.transpose(0, 1)  # (1, B, T, N/2)
+        q = apply_rope_pairs(x_sparse, rotor)
+        ctx.save_for_backward(rows, encoder, rotor, x_sparse)
+        return x_sparse, q
+
+    @staticmethod
+    def backward(ctx, d_x_sparse, dq):
+        rows, encoder, rotor, x_sparse = ctx.saved_tensors
+        H, B, T, N = x_sparse.shape
+        grad = apply_rope_pairs(dq, rotor.conj()).add_(d_x_sparse)  # (H, B, T, N); un-rotating is rotating back
+        _zero_where_inactive_(grad, x_sparse)  # the ReLU's and the padding's backward
+        grad = grad.reshape(H, B * T, N)  # a copy only if dq came in another layout
+        dx = torch.addbmm(grad.new_empty(()), grad, encoder.transpose(1, 2), beta=0).view(B, T, -1) \
+            if ctx.needs_input_grad[0] else None
+        d_encoder = torch.bmm(rows.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        return dx, d_encoder, None, None
+
+
+class _GatedReadout(torch.autograd.Function):
+    """z = sum_h (x_sparse_h * ReLU(a_h @ encoder_v_h)) @ decoder_h, with a backward that works in place.
+
+    The (H, B*T, N) neuron tensors are the largest in the model; on CPU a fresh one costs more (page
+    faults) than the elementwise pass that fills it. Autograd's backward of these few lines allocates four;
+    this one allocates two (the decoder-gradient product and the x_sparse gradient) and masks in place.
+    Also returns y_sparse (no gradient), for sparsity statistics.
+
+    x_sparse: (H, M, N), M = B*T rows; a: (H, M, D); encoder_v: (H, D, N); decoder: (H, N, D);
+    keep: (H, M, N) dropout mask scaled by 1/(1-p), or None. Returns z (M, D), y_sparse (H, M, N).
+    """
+
+    @staticmethod
+    def forward(ctx, x_sparse, a, encoder_v, decoder, keep):
+        y_sparse = torch.bmm(a, encoder_v).relu_()  # (H, M, N)
+        xy = x_sparse * y_sparse  # (H, M, N)
+        if keep is not None:
+            xy.mul_(keep)
+        ctx.save_for_backward(x_sparse, a, encoder_v, decoder, y_sparse, xy, keep)
+        ctx.mark_non_differentiable(y_sparse)
+        ctx.set_materialize_grads(False)
+        z = torch.addbmm(xy.new_empty(()), xy, decoder, beta=0)  # (M, D): sum over heads inside the GEMM
+        return z, y_sparse  # (M, D), (H, M, N)
+
+    @staticmethod
+    def backward(ctx, dz, _):
+        if dz is None:  # z did not reach the loss (y_sparse never carries a gradient)
+            return None, None, None, None, None
+        x_sparse, a, encoder_v, decoder, y_sparse, xy, keep = ctx.saved_tensors
+        dz = dz.expand(x_sparse.shape[0], *dz.shape)  # (H, M, D), a stride-0 view
+        d_decoder = torch.bmm(xy.transpose(1, 2), dz)  # (H, N, D)
+        dxy = torch.bmm(dz, decoder.transpose(1, 2))  # (H, M, N)
+        if keep is not None:
+            dxy.mul_(keep)
+        d_x_sparse = dxy * y_sparse
+        du = _zero_where_inactive_(dxy.mul_(x_sparse), y_sparse)  # (H, M, N), gradient before the ReLU
+        d_a = torch.bmm(du, encoder_v.transpose(1, 2))  # (H, M, D)
+        d_encoder_v = torch.bmm(a.transpose(1, 2), du)  # (H, D, N)
+        return d_x_sparse, d_a, d_encoder_v, d_decoder, None
+
+
 def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tensor | None, chunk_size: int,
                              return_state: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """a_t = sum_{s<t} <q_t, q_s> v_s  (+ q_t^T state), without ever forming a T x T x N tensor.
@@ -44,37 +160,39 @@ def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tens
     form is loop-free (chunk states summed by one triangular matmul), which autograd and torch.compile
     handle well.
 
-    q: (B, H, T, N); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) float32 or None.
-    Returns a: (B, H, T, D) and, if `return_state`, the state after the last token (float32).
+    q: (B, H, T, N), any layout (the transposed view of a contiguous (H, B, T, N) tensor, which BdhBlock
+    passes, needs no copies); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) float32 or None.
+    Returns a: (B, H, T, D) (a view of a head-major tensor) and, if `return_state`, the state after the
+    last token (float32, contiguous).
     """
     B, H, T, N = q.shape
     D = v.shape[-1]
+    q, v = q.transpose(0, 1), v[:, 0]  # (H, B, T, N), (B, T, D): every product below is a plain batched GEMM
     if T * (N + D) <= chunk_size * (N + D) + 2 * N * D:
-        out = (q @ q.transpose(-1, -2)).tril(diagonal=-1) @ v  # (B, H, T, D)
+        out = _StrictlyCausalAttention.apply(q, v)  # (H, B, T, D)
         if state is not None:
-            out = out + (q.float() @ state).to(out.dtype)
+            out = out + (q.float() @ state.transpose(0, 1)).to(out.dtype)
         if return_state:
-            write = q.transpose(-1, -2).float() @ v.float()  # (B, H, N, D)
-            state = write if state is None else state + write
-        return out, (state if return_state else None)
+            write = (q.transpose(-1, -2).float() @ v.float()).transpose(0, 1)  # (B, H, N, D)
+            state = (write if state is None else state + write).contiguous()
+        return out.transpose(0, 1), (state if return_state else None)
 
     pad = -T % chunk_size
     if pad:
         q, v = F.pad(q, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))  # zero rows write nothing to the state
-    qc, vc = q.unflatten(2, (-1, chunk_size)), v.unflatten(2, (-1, chunk_size))  # (B,H,nc,C,N), (B,1,nc,C,D)
+    qc, vc = q.unflatten(2, (-1, chunk_size)), v.unflatten(1, (-1, chunk_size))  # (H, B, nc, C, N), (B, nc, C, D)
     n_chunks = qc.shape[2]
-    intra = (qc @ qc.transpose(-1, -2)).tril(diagonal=-1) @ vc  # (B, H, nc, C, D)
-    writes = (qc.transpose(-1, -2).float() @ vc.float()).flatten(-2)  # (B, H, nc, N*D): what each chunk adds
+    intra = _StrictlyCausalAttention.apply(qc.flatten(1, 2), vc.flatten(0, 1)).view(H, B, n_chunks, chunk_size, D)
+    writes = (qc.transpose(-1, -2).float() @ vc.float()).flatten(-2)  # (H, B, nc, N*D): what each chunk adds
     # S at the start of chunk i = sum_{j<i} writes_j: a strictly-lower-triangular matmul over chunks
     # (on CPU, cumsum along a non-innermost dim is an order of magnitude slower than this GEMM)
     earlier = torch.ones(n_chunks, n_chunks, device=q.device).tril(diagonal=-1)
-    before = (earlier @ writes).unflatten(-1, (N, D))  # (B, H, nc, N, D)
+    before = (earlier @ writes).unflatten(-1, (N, D))  # (H, B, nc, N, D)
     if state is not None:
-        before = before + state[:, :, None]
-    out = (intra + (qc.float() @ before).to(intra.dtype)).flatten(2, 3)  # (B, H, nc*C, D)
-    if pad:
-        out = out[:, :, :T]
-    return out, (before[:, :, -1] + writes[:, :, -1].unflatten(-1, (N, D)) if return_state else None)
+        before = before + state.transpose(0, 1)[:, :, None]
+    out = (intra + (qc.float() @ before).to(intra.dtype)).flatten(2, 3)[:, :, :T]  # (H, B, T, D)
+    final = before[:, :, -1] + writes[:, :, -1].unflatten(-1, (N, D)) if return_state else None  # (H, B, N, D)
+    return out.transpose(0, 1), (final.transpose(0, 1).contiguous() if return_state else None)
 
 
 def recurrent_linear_attention_step(q: torch.Tensor, v: torch.Tensor,
@@ -120,19 +238,22 @@ class BdhBlock(GradientCheckpointingLayer):
         """x: (B, T, D) -> new x (B, T, D), new state (B, H, N, D) or None, zero fractions (2,) or None."""
         B, T, D = x.shape
         H, _, N = self.encoder.shape
-        x_sparse = F.relu(torch.einsum("btd,hdn->bhtn", x, self.encoder))  # (B, H, T, N), one GEMM
-        if key_mask is not None:  # padding neither writes to the state nor is read by later tokens
-            x_sparse = x_sparse * key_mask[:, None, :, None].to(x_sparse.dtype)
-        q = apply_rope_pairs(x_sparse, rotor)
+        x_sparse, q = _SparseEncoder.apply(x, self.encoder, rotor, key_mask)  # (H, B, T, N) each
+        q = q.transpose(0, 1)  # (B, H, T, N) view
         if T == 1 and state is not None:
             a, state = recurrent_linear_attention_step(q, x[:, None], state)
         else:
             a, state = chunked_linear_attention(q, x[:, None], state, self.chunk_size, return_state)
-        y_sparse = F.relu(layer_norm(a, self.eps) @ self.encoder_v)  # (B, H, T, N)
-        xy_sparse = self.dropout(x_sparse * y_sparse)
-        z = xy_sparse.transpose(1, 2).reshape(B, T, H * N) @ self.decoder  # (B, T, D)
-        x = layer_norm(x + layer_norm(z, self.eps), self.eps)
-        stats = _zero_fractions(x_sparse, y_sparse, key_mask) if output_sparsity else None
+        a = layer_norm(a.transpose(0, 1), self.eps).reshape(H, B * T, D)  # (H, B*T, D)
+        rows = x_sparse.view(H, B * T, N)
+        keep = None  # dropout of x_sparse * y_sparse, as a mask scaled by 1 / (1 - p)
+        if self.training and self.dropout.p > 0:
+            keep = torch.empty_like(rows).bernoulli_(1 - self.dropout.p).div_(1 - self.dropout.p)
+        z, y_sparse = _GatedReadout.apply(rows, a, self.encoder_v, self.decoder.view(H, N, D), keep)  # (B*T, D)
+        y_sparse = y_sparse.view(H, B, T, N)
+        x = layer_norm(x + layer_norm(z.view(B, T, D), self.eps), self.eps)
+        stats = _zero_fractions(x_sparse.transpose(0, 1), y_sparse.transpose(0, 1), key_mask) \
+            if output_sparsity else None
         return x, state, stats
 
 
