@@ -41,34 +41,95 @@ def _zero_where_inactive_(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.T
     return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
 
 
-class _StrictlyCausalAttention(torch.autograd.Function):
-    """out = tril(q q^T, -1) @ v for groups of heads that share their values, with a hand-written backward.
+def _causal_attention(q: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """out = tril(q q^T, -1) @ v. q: (H, M, T, N); v: (M, T, D), shared by the heads. Returns out (H, M, T, D)
+    and the masked scores (H, M, T, T), kept for `_causal_attention_backward` (smaller than q when T < N)."""
+    scores = torch.matmul(q, q.transpose(-1, -2)).tril_(diagonal=-1)  # (H, M, T, T)
+    return torch.matmul(scores, v), scores
+
+
+def _causal_attention_backward(q: torch.Tensor, v: torch.Tensor, scores: torch.Tensor,
+                               dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `_causal_attention` w.r.t. q (H, M, T, N) and v (M, T, D), given dout (H, M, T, D).
 
     Autograd differentiates q q^T as a product of two different matrices: two T x T x N matmuls for dq.
     The score matrix is symmetric before masking, so with G = tril(dout v^T, -1) the two terms are one:
-    dq = (G + G^T) q, half the cost of the largest product in the backward pass. The masked scores are
-    kept from the forward pass (T x T, smaller than q when T < N) for dv = scores^T dout.
-
-    q: (H, M, T, N), H heads over M independent sequences (or chunks); v: (M, T, D), the same for every
-    head. Returns (H, M, T, D).
+    dq = (G + G^T) q, half the cost of the largest product in the backward pass.
     """
+    g = torch.matmul(dout, v.transpose(-1, -2)).tril_(diagonal=-1)  # (H, M, T, T)
+    dq = torch.matmul(g + g.transpose(-1, -2), q)  # (H, M, T, N)
+    dv = torch.matmul(scores.transpose(-1, -2), dout).sum(0)  # (M, T, D), summed over the heads
+    return dq, dv
+
+
+class _StrictlyCausalAttention(torch.autograd.Function):
+    """`_causal_attention` with its hand-written backward. q: (H, M, T, N), H heads over M sequences;
+    v: (M, T, D). Returns (H, M, T, D)."""
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        scores = torch.matmul(q, q.transpose(-1, -2)).tril_(diagonal=-1)  # (H, M, T, T)
+        out, scores = _causal_attention(q, v)
         ctx.save_for_backward(q, v, scores)
-        return torch.matmul(scores, v)  # (H, M, T, D)
+        return out
 
     @staticmethod
-    def backward(ctx, dout: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        q, v, scores = ctx.saved_tensors
-        dq = dv = None
-        if ctx.needs_input_grad[0]:
-            g = torch.matmul(dout, v.transpose(-1, -2)).tril_(diagonal=-1)  # (H, M, T, T)
-            dq = torch.matmul(g + g.transpose(-1, -2), q)  # (H, M, T, N)
-        if ctx.needs_input_grad[1]:
-            dv = torch.matmul(scores.transpose(-1, -2), dout).sum(0)  # (M, T, D), summed over heads
-        return dq, dv
+    def backward(ctx, dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _causal_attention_backward(*ctx.saved_tensors, dout)
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    """The chunked form: `_causal_attention` inside each chunk of C tokens, plus q_i S_i, the read of the
+    state S_i = state + sum_{j<i} q_j^T v_j written by the earlier chunks.
+
+    The states are scanned chunk by chunk and never stored: one (H, B, N, D) float32 tensor, small enough
+    to stay in cache, instead of an (H, B, n_chunks, N, D) tensor (larger than q) written, summed over
+    chunks and read back, twice over in the backward pass. The backward pass scans twice: backwards for
+    dS_i = d_final + sum_{k>i} q_k^T dout_k, the gradient of what chunk i wrote (dq_i += v_i dS_i^T,
+    dv_i += q_i dS_i), then forwards to rebuild S_i (dq_i += dout_i S_i^T) exactly as the forward pass did.
+
+    q: (H, B, nc, C, N); v: (B, nc, C, D), shared by the heads; state: (H, B, N, D) float32 or None.
+    Returns out (H, B, nc, C, D) and the state after the last chunk (H, B, N, D), float32.
+    """
+
+    @staticmethod
+    def forward(ctx, q, v, state):
+        H, B, n_chunks, C, N = q.shape
+        out, scores = _causal_attention(q.flatten(1, 2), v.flatten(0, 1))  # (H, B*nc, C, D)
+        out = out.view(H, B, n_chunks, C, -1)
+        S = _initial_state(state, q, v)
+        for i in range(n_chunks):
+            q_i = q[:, :, i].to(S.dtype)  # (H, B, C, N)
+            out[:, :, i] += (q_i @ S).to(out.dtype)
+            S += q_i.transpose(-1, -2) @ v[:, i].to(S.dtype)
+        ctx.save_for_backward(q, v, state, scores)
+        return out, S
+
+    @staticmethod
+    def backward(ctx, dout, d_final):
+        q, v, state, scores = ctx.saved_tensors
+        dq, dv = _causal_attention_backward(q.flatten(1, 2), v.flatten(0, 1), scores, dout.flatten(1, 2))
+        dq, dv = dq.view(q.shape), dv.view(v.shape)  # (H, B, nc, C, N), (B, nc, C, D)
+        dS = d_final.clone(memory_format=torch.contiguous_format)  # (H, B, N, D)
+        for i in reversed(range(q.shape[2])):
+            q_i, v_i, dout_i = q[:, :, i].to(dS.dtype), v[:, i].to(dS.dtype), dout[:, :, i].to(dS.dtype)
+            dq[:, :, i] += (v_i @ dS.transpose(-1, -2)).to(dq.dtype)  # (H, B, C, N)
+            dv[:, i] += (q_i @ dS).sum(0).to(dv.dtype)  # (B, C, D)
+            dS += q_i.transpose(-1, -2) @ dout_i
+        S = _initial_state(state, q, v)
+        for i in range(q.shape[2]):
+            q_i = q[:, :, i].to(S.dtype)
+            dq[:, :, i] += (dout[:, :, i].to(S.dtype) @ S.transpose(-1, -2)).to(dq.dtype)
+            S += q_i.transpose(-1, -2) @ v[:, i].to(S.dtype)
+        return dq, dv, dS if ctx.needs_input_grad[2] else None
+
+
+def _initial_state(state: torch.Tensor | None, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """A fresh contiguous (H, B, N, D) copy of `state` (zeros if None) to update in place, in float32 (float64
+    for float64 inputs): the state sums every token, so it never runs in half precision."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    if state is None:
+        return q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1], dtype=dtype)
+    return state.to(dtype).clone(memory_format=torch.contiguous_format)
 
 
 class _SparseEncoder(torch.autograd.Function):
@@ -156,9 +217,8 @@ def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tens
     Two exact formulations, chosen by cost: per token and head the quadratic form costs T (N + D)
     multiply-adds, the chunked form C (N + D) for the (C x C) block inside its chunk plus 2 N D to read
     and write the running state S = sum_s q_s v_s^T. Short sequences use the former, long ones the latter,
-    so training is never slower than the plain quadratic form and is linear in T beyond it. The chunked
-    form is loop-free (chunk states summed by one triangular matmul), which autograd and torch.compile
-    handle well.
+    so training is never slower than the plain quadratic form and is linear in T beyond it. Both have
+    hand-written backward passes (`_StrictlyCausalAttention`, `_ChunkedAttention`).
 
     q: (B, H, T, N), any layout (the transposed view of a contiguous (H, B, T, N) tensor, which BdhBlock
     passes, needs no copies); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) float32 or None.
@@ -181,17 +241,8 @@ def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tens
     if pad:
         q, v = F.pad(q, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))  # zero rows write nothing to the state
     qc, vc = q.unflatten(2, (-1, chunk_size)), v.unflatten(1, (-1, chunk_size))  # (H, B, nc, C, N), (B, nc, C, D)
-    n_chunks = qc.shape[2]
-    intra = _StrictlyCausalAttention.apply(qc.flatten(1, 2), vc.flatten(0, 1)).view(H, B, n_chunks, chunk_size, D)
-    writes = (qc.transpose(-1, -2).float() @ vc.float()).flatten(-2)  # (H, B, nc, N*D): what each chunk adds
-    # S at the start of chunk i = sum_{j<i} writes_j: a strictly-lower-triangular matmul over chunks
-    # (on CPU, cumsum along a non-innermost dim is an order of magnitude slower than this GEMM)
-    earlier = torch.ones(n_chunks, n_chunks, device=q.device).tril(diagonal=-1)
-    before = (earlier @ writes).unflatten(-1, (N, D))  # (H, B, nc, N, D)
-    if state is not None:
-        before = before + state.transpose(0, 1)[:, :, None]
-    out = (intra + (qc.float() @ before).to(intra.dtype)).flatten(2, 3)[:, :, :T]  # (H, B, T, D)
-    final = before[:, :, -1] + writes[:, :, -1].unflatten(-1, (N, D)) if return_state else None  # (H, B, N, D)
+    out, final = _ChunkedAttention.apply(qc, vc, None if state is None else state.transpose(0, 1))
+    out = out.flatten(2, 3)[:, :, :T]  # (H, B, T, D)
     return out.transpose(0, 1), (final.transpose(0, 1).contiguous() if return_state else None)
 
 
