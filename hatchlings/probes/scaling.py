@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scaling (MODEL is only where results go: the models are trained here)")
     group.add_argument("--sizes", default=DEFAULT_SIZES, help="arena sizes (micro, tiny, small, medium)")
     group.add_argument("--archs", default="gpt2,llama,bdh", help="arena models to compare")
-    group.add_argument("--budget_tokens", type=int, default=100 * 16 * 256, help="training tokens per model")
+    group.add_argument("--budget_tokens", type=int, default=150 * 16 * 256, help="training tokens per model")
     group.add_argument("--train_batch_size", type=int, default=16, help="training blocks per step")
 
 
