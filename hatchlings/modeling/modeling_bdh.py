@@ -88,12 +88,12 @@ class _ChunkedAttention(torch.autograd.Function):
     dv_i += q_i dS_i), then forwards to rebuild S_i (dq_i += dout_i S_i^T) exactly as the forward pass did.
 
     q: (H, B, nc, C, N); v: (B, nc, C, D), shared by the heads; state: (H, B, N, D) float32 or None.
-    Returns out (H, B, nc, C, D) and the state after the last chunk (H, B, N, D), float32.
+    Returns out (H, B, nc, C, D) and the state after the last chunk (H, B, N, D), see `_initial_state`.
     """
 
     @staticmethod
     def forward(ctx, q, v, state):
-        H, B, n_chunks, C, N = q.shape
+        H, B, n_chunks, C, _ = q.shape
         out, scores = _causal_attention(q.flatten(1, 2), v.flatten(0, 1))  # (H, B*nc, C, D)
         out = out.view(H, B, n_chunks, C, -1)
         S = _initial_state(state, q, v)
@@ -174,7 +174,7 @@ class _GatedReadout(torch.autograd.Function):
 
     The (H, B*T, N) neuron tensors are the largest in the model; on CPU a fresh one costs more (page
     faults) than the elementwise pass that fills it. Autograd's backward of these few lines allocates four;
-    this one allocates two (the decoder-gradient product and the x_sparse gradient) and masks in place.
+    this one allocates two (dz @ decoder^T and the x_sparse gradient) and masks in place.
     Also returns y_sparse (no gradient), for sparsity statistics.
 
     x_sparse: (H, M, N), M = B*T rows; a: (H, M, D); encoder_v: (H, D, N); decoder: (H, N, D);
