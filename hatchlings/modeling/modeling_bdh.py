@@ -100,7 +100,7 @@ class _ChunkedAttention(torch.autograd.Function):
         for i in range(n_chunks):
             q_i = q[:, :, i].to(S.dtype)  # (H, B, C, N)
             out[:, :, i] += (q_i @ S).to(out.dtype)
-            S += q_i.transpose(-1, -2) @ v[:, i].to(S.dtype)
+            _add_outer_(S, q_i, v[:, i])
         ctx.save_for_backward(q, v, state, scores)
         return out, S
 
@@ -114,13 +114,21 @@ class _ChunkedAttention(torch.autograd.Function):
             q_i, v_i, dout_i = q[:, :, i].to(dS.dtype), v[:, i].to(dS.dtype), dout[:, :, i].to(dS.dtype)
             dq[:, :, i] += (v_i @ dS.transpose(-1, -2)).to(dq.dtype)  # (H, B, C, N)
             dv[:, i] += (q_i @ dS).sum(0).to(dv.dtype)  # (B, C, D)
-            dS += q_i.transpose(-1, -2) @ dout_i
+            _add_outer_(dS, q_i, dout_i)
         S = _initial_state(state, q, v)
         for i in range(q.shape[2]):
             q_i = q[:, :, i].to(S.dtype)
             dq[:, :, i] += (dout[:, :, i].to(S.dtype) @ S.transpose(-1, -2)).to(dq.dtype)
-            S += q_i.transpose(-1, -2) @ v[:, i].to(S.dtype)
+            _add_outer_(S, q_i, v[:, i])
         return dq, dv, dS if ctx.needs_input_grad[2] else None
+
+
+def _add_outer_(S: torch.Tensor, q_i: torch.Tensor, v_i: torch.Tensor) -> None:
+    """S += q_i^T v_i in place, with no temporary. S: (H, B, N, D); q_i: (H, B, C, N); v_i: (B, C, D) shared
+    by the heads, or (H, B, C, D)."""
+    H, B, C, N = q_i.shape
+    v_i = v_i.to(S.dtype).expand(H, B, C, S.shape[-1]).reshape(H * B, C, -1)  # a copy: v_i is small
+    S.view(H * B, N, -1).baddbmm_(q_i.flatten(0, 1).transpose(1, 2), v_i)
 
 
 def _initial_state(state: torch.Tensor | None, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
