@@ -44,13 +44,14 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("probes")
     torch.manual_seed(0)
     bdh = BdhForCausalLM(BdhConfig(**TINY)).eval()
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=259, n_positions=256,
-                                      bos_token_id=257, eos_token_id=258))
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=259, n_positions=512,
+                                      bos_token_id=257, eos_token_id=258)).eval()
     for name, model in (("bdh", bdh), ("gpt2", gpt2)):
         model.save_pretrained(root / name)
         build_byte_tokenizer().save_pretrained(root / name)
     (root / "play.txt").write_text(_play())
-    return {"bdh": root / "bdh", "gpt2": root / "gpt2", "text": root / "play.txt", "model": bdh, "root": root}
+    return {"bdh": root / "bdh", "gpt2": root / "gpt2", "text": root / "play.txt", "model": bdh, "gpt2_model": gpt2,
+            "root": root}
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -143,6 +144,22 @@ def test_target_logprob_is_the_teacher_forced_loss(folders):
     assert state.target_logprob(model, context, target) == pytest.approx(-loss.item() * len(target), rel=1e-5)
 
 
+def test_baseline_scores_are_teacher_forced_log_probs(folders):
+    """The working-memory scores of a GPT-2 baseline, per condition, equal -loss * target length of that
+    condition's context (GPT-2 shifts the labels itself: an independent path to the same number)."""
+    gpt2 = folders["gpt2_model"]
+    trial = state.make_trials(common.load_corpus(folders["text"]), 2, filler_tokens=40, seed=1)[0]
+    scores = state.score_trials(gpt2, [trial])
+    target = f" {trial.b}".encode()
+    for condition, context in trial.contexts().items():
+        ids = torch.tensor([list(context + target)])
+        labels = ids.masked_fill(torch.arange(ids.shape[1]) < len(context), -100)
+        with torch.no_grad():
+            loss = gpt2(ids, labels=labels).loss
+        assert scores[condition][0] == pytest.approx(-loss.item() * len(target), rel=1e-5)
+    assert scores["fact"][0] != scores["none"][0]  # the conditions are different contexts
+
+
 def test_trials_are_seeded_and_use_names_of_the_text(folders):
     corpus = common.load_corpus(folders["text"])
     trials = state.make_trials(corpus, 10, filler_tokens=40, seed=3)
@@ -208,6 +225,47 @@ def test_cli_state_is_deterministic(folders, tmp_path):
     for suffix in ("md", "json", "png"):
         first, second = (tmp_path / run / f"bdh-state.{suffix}" for run in ("a", "b"))
         assert first.read_bytes() == second.read_bytes()
+
+
+def test_cli_state_with_baselines(folders, tmp_path):
+    """BDH then each baseline in the order given (the flag repeated), two contrasts each, all on the same
+    trials: every model's rows are its scores of the trials the seed makes."""
+    args = ("--pairs", "4", "--filler_tokens", "40", "--top_pairs", "1", "--seed", "2")
+    bdh, gpt2 = str(folders["bdh"]), str(folders["gpt2"])
+    assert _probe(folders, "state", tmp_path, *args, "--baseline", gpt2, "--baseline", bdh) == 0
+    memory = _tables(tmp_path, "state")[2]
+    labels = [f"hatchlings_bdh ({bdh})", f"gpt2 ({gpt2})", f"hatchlings_bdh ({bdh})"]
+    assert [r["model"] for r in memory["rows"]] == [label for label in labels for _ in range(2)]
+    trials = state.make_trials(common.load_corpus(folders["text"]), 4, filler_tokens=40, seed=2)
+    for rows, model in zip((memory["rows"][:2], memory["rows"][2:4]), (folders["model"], folders["gpt2_model"])):
+        scores = state.score_trials(model, trials)
+        assert [r["pairs"] for r in rows] == [4, 4]
+        assert [r["mean log P compared"] for r in rows] == pytest.approx([scores["none"].mean(),
+                                                                          scores["other"].mean()], rel=1e-5)
+        assert rows[0]["mean log P fact"] == pytest.approx(scores["fact"].mean(), rel=1e-5)
+    assert memory["rows"][:2] == memory["rows"][4:]  # BDH as a baseline: the same trials, the same rows
+    assert sum("attention over the exact past" in note for note in memory["notes"]) == 1
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "not a saved model folder"), ("other tokenizer", "does not use the byte tokenizer"),
+    ("too short", "takes 32 positions")])
+def test_cli_state_refuses_baselines(folders, tmp_path, capsys, case, message):
+    """Refused before any work, with exit status 2 (UsageError) and a message naming the problem."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    baseline = tmp_path / "baseline"
+    if case != "missing":
+        GPT2LMHeadModel(GPT2Config(n_embd=8, n_layer=1, n_head=1, vocab_size=259,
+                                   n_positions=32 if case == "too short" else 512)).save_pretrained(baseline)
+        words = Tokenizer(models.WordLevel({"[UNK]": 0, "is": 1}, unk_token="[UNK]"))
+        tokenizer = build_byte_tokenizer() if case == "too short" else PreTrainedTokenizerFast(tokenizer_object=words)
+        tokenizer.save_pretrained(baseline)
+    assert _probe(folders, "state", tmp_path / "out", "--pairs", "2", "--filler_tokens", "40",
+                  "--baseline", str(baseline)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case, message", [

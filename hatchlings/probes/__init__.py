@@ -22,6 +22,15 @@ PROBES = {"sparsity": sparsity.run, "neurons": neurons.run, "state": state.run, 
 _NOT_IN_COMMAND = ("command", "arch", "what", "model", "output_dir")  # do not change the results
 
 
+class _JoinRepeated(argparse.Action):
+    """A repeated flag adds to a comma-separated list, so none is silently dropped and the value stays one
+    string (`_command` writes it back as a single flag, and a probe taking one folder refuses a list)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, values if previous is None else f"{previous},{values}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The `hatchlings probe` flags: shared ones once, then one group per probe that has its own."""
     parser.add_argument("arch", help=f"architecture of the model ({', '.join(ARCHITECTURES)})")
@@ -39,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--threshold", type=float, default=0.5, help="score above which a neuron counts as selective")
     group.add_argument("--min_support", type=int, default=20, help="probed positions a neuron must be active on "
                                                                     "to be scored")
-    group.add_argument("--baseline", default=None, help="GPT-2 folder (save_pretrained) scored the same way")
+    group.add_argument("--baseline", default=None, action=_JoinRepeated,
+                       help="neurons: a GPT-2 folder (save_pretrained) scored the same way; state: causal LM "
+                            "folders with the byte tokenizer given the same working-memory test (repeat the flag "
+                            "or separate folders with commas)")
     group = parser.add_argument_group("state")
     group.add_argument("--prompt", default=None, help="text whose state is read (default: a passage of the text)")
     group.add_argument("--control", default=None, help="text the state is compared with (default: another passage)")

@@ -49,13 +49,14 @@ class Concepts:
     labels: dict[str, np.ndarray]
 
 
-def load_model(folder, model_type: str, role: str = "model"):
-    """Model (eval mode) and tokenizer of a saved folder, refused unless it is `model_type` with a byte tokenizer."""
+def load_model(folder, model_type: str | None, role: str = "model"):
+    """Model (eval mode) and tokenizer of a saved folder, refused unless it is `model_type` (None: any causal LM,
+    for probes that only read logits) with a byte tokenizer."""
     from ..tokenization import is_byte_tokenizer
     from ..training.export import load_model_folder
 
     model, tokenizer = load_model_folder(folder)
-    if model.config.model_type != model_type:
+    if model_type is not None and model.config.model_type != model_type:
         raise UsageError(f"{role} {folder} is a {model.config.model_type!r} model; this probe needs {model_type!r}")
     if not is_byte_tokenizer(tokenizer):
         raise UsageError(f"{role} {folder} does not use the byte tokenizer; probes label byte positions")

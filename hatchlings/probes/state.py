@@ -9,7 +9,10 @@ pairs a prompt strengthened most relative to a control prompt of the same length
 
 Working memory is tested behaviourally: log P(" B" | "A is B. " + filler + "\\nA is") against the same
 context without the first sentence, and against a first sentence that binds B to another name. Since S is
-BDH's only memory across tokens, any gain is held in, and retrieved from, the synaptic state.
+BDH's only memory across tokens, any gain is held in, and retrieved from, the synaptic state. Whether a
+null result is BDH's or the scale's is told by `--baseline`: transformers trained on the same data and budget
+(any causal LM with the byte tokenizer) take the same trials, and keep the first sentence in attention over
+the exact past instead of in a fixed-size state.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..training.errors import UsageError
 from . import common
 
 BOOTSTRAP_RESAMPLES = 2000
+CONDITIONS = ("fact", "none", "other")
 CONTRASTS = (("fact", "none", "'A is B.' vs no first sentence"),
              ("fact", "other", "'A is B.' vs 'A2 is B.' (another name)"))
 
@@ -150,11 +154,43 @@ def make_trials(corpus: common.Corpus, n: int, filler_tokens: int, seed: int) ->
 
 
 def target_logprob(model, context: bytes, target: bytes) -> float:
-    """log P(target | context), teacher-forced, summed over the target's bytes (nats)."""
+    """log P(target | context), teacher-forced, summed over the target's bytes (nats). Only `model(ids).logits`
+    is read, so BDH and any causal LM whose token ids are bytes are scored by this same code."""
     ids = torch.tensor([list(context + target)])  # (1, T)
     with torch.no_grad():
         logits = model(ids, use_cache=False).logits[0, len(context) - 1:-1].float()  # (len(target), V)
     return float(F.log_softmax(logits, dim=-1).gather(1, ids[0, len(context):, None]).sum())
+
+
+def score_trials(model, trials: list[Trial]) -> dict[str, np.ndarray]:
+    """log P(" B") per condition (CONDITIONS) and trial: one model's share of the working-memory test."""
+    return {condition: np.array([target_logprob(model, trial.contexts()[condition], f" {trial.b}".encode())
+                                 for trial in trials]) for condition in CONDITIONS}
+
+
+def _check_fits(label: str, model, trials: list[Trial]) -> None:
+    """Refuse a model whose position table is shorter than the longest context plus target (GPT-2 would
+    otherwise fail with an index error deep inside its embedding)."""
+    longest = max(len(trial.contexts()[condition]) + len(trial.b) + 1 for trial in trials for condition in CONDITIONS)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and limit < longest:
+        raise UsageError(f"{label} takes {limit} positions; the working-memory test needs {longest} "
+                         "(lower --filler_tokens)")
+
+
+def _label(folder, model) -> str:
+    """How a model is named in the table and the plot: its type and folder."""
+    return f"{model.config.model_type} ({folder})"
+
+
+def _baselines(args) -> list[tuple[str, object]]:
+    """(label, model) per --baseline folder, loaded before any work so a bad folder fails fast. Any causal LM
+    with the byte tokenizer qualifies: the test feeds it the same bytes and reads only its logits."""
+    baselines = []
+    for folder in filter(None, (args.baseline or "").split(",")):
+        model, _ = common.load_model(folder, None, role="--baseline")
+        baselines.append((_label(folder, model), model))
+    return baselines
 
 
 def paired_stats(diffs: np.ndarray, seed: int) -> dict[str, float]:
@@ -166,29 +202,45 @@ def paired_stats(diffs: np.ndarray, seed: int) -> dict[str, float]:
             "helped": float((diffs > 0).mean()), "ci_low": float(low), "ci_high": float(high)}
 
 
-def _retrieval_table(trials: list[Trial], scores: dict[str, np.ndarray], seed: int) -> Table:
-    """One row per contrast of conditions: mean paired difference of log P(" B"), CI, effect size."""
+def _retrieval_table(trials: list[Trial], results: list[tuple[str, dict[str, np.ndarray]]], seed: int,
+                     notes: list[str]) -> Table:
+    """Per model (same trials), one row per contrast of conditions: mean paired difference of log P(" B"), CI,
+    effect size."""
     rows = []
-    for better, worse, label in CONTRASTS:
-        stats = paired_stats(scores[better] - scores[worse], seed)
-        rows.append({"contrast": label, "pairs": len(trials), "mean log P fact": float(scores[better].mean()),
-                     "mean log P compared": float(scores[worse].mean()), "mean difference (nats)": stats["mean"],
-                     "95% CI": f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]", "d_z": stats["d_z"],
-                     "% pairs helped": 100 * stats["helped"]})
+    for label, scores in results:
+        for better, worse, contrast in CONTRASTS:
+            stats = paired_stats(scores[better] - scores[worse], seed)
+            rows.append({"model": label, "contrast": contrast, "pairs": len(trials),
+                         "mean log P fact": float(scores[better].mean()),
+                         "mean log P compared": float(scores[worse].mean()), "mean difference (nats)": stats["mean"],
+                         "95% CI": f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]", "d_z": stats["d_z"],
+                         "% pairs helped": 100 * stats["helped"]})
     example = trials[0].contexts()["fact"].decode("utf-8", errors="replace")
     return Table("Working memory: log P(' B' | 'A is B. ' + filler + '\\nA is')",
-                 ["contrast", "pairs", "mean log P fact", "mean log P compared", "mean difference (nats)", "95% CI",
-                  "d_z", "% pairs helped"], rows,
+                 ["model", "contrast", "pairs", "mean log P fact", "mean log P compared", "mean difference (nats)",
+                  "95% CI", "d_z", "% pairs helped"], rows,
                  ["log P summed over the bytes of ' B', teacher-forced; differences are paired per trial (same A, B "
                   f"and filler); CI: bootstrap of the mean ({BOOTSTRAP_RESAMPLES} resamples); d_z = mean / std.",
                   "BDH's only memory across tokens is its Hebbian state S, so any gain from the first sentence is "
                   "held in and read back from S.",
                   "The second contrast separates binding (B follows A) from mere repetition of B.",
-                  "Example context: " + repr(example).replace("|", "\\|")])
+                  *notes, "Example context: " + repr(example).replace("|", "\\|")])
 
 
-def _figure(s_prompt: torch.Tensor, s_control: torch.Tensor, scores: dict[str, np.ndarray]):
-    """State norms per layer; sorted paired differences; log P with the fact against without."""
+def _model_notes(models: list[tuple[str, object]]) -> list[str]:
+    """What the table needs to compare the models: their sizes, and where a baseline keeps the first sentence."""
+    notes = ["Models (every one on the same trials): " + "; ".join(
+        f"{label} {sum(p.numel() for p in model.parameters()):,} parameters" for label, model in models) + "."]
+    transformers = [label for label, model in models if model.config.model_type != "hatchlings_bdh"]
+    if transformers:
+        notes.append(f"For {', '.join(transformers)} the memory is attention over the exact past (the keys and "
+                     "values of every earlier token), not a fixed-size state: the first sentence stays readable "
+                     "verbatim however long the filler.")
+    return notes
+
+
+def _figure(s_prompt: torch.Tensor, s_control: torch.Tensor, results: list[tuple[str, dict[str, np.ndarray]]]):
+    """State norms per layer; per model, sorted paired differences and log P with the fact against without."""
     fig, axes = common.new_figure(3)
     layers = np.arange(len(s_prompt))
     ax = axes[0, 0]
@@ -197,23 +249,27 @@ def _figure(s_prompt: torch.Tensor, s_control: torch.Tensor, scores: dict[str, n
     ax.set_xticks(layers)
     ax.set_xlabel("layer")
     ax.set_ylabel("|S| (Frobenius, all heads)")
-    ax.set_title("Hebbian state norm")
+    ax.set_title("BDH Hebbian state norm")
     ax.legend()
+    for index, (label, scores) in enumerate(results):
+        color = f"C{index}"
+        for (better, worse, contrast), style in zip(CONTRASTS, ("-", ":")):
+            axes[0, 1].plot(np.sort(scores[better] - scores[worse]), style, color=color, marker=".", linewidth=1,
+                            label=f"{label}: {contrast}")
+        axes[0, 2].scatter(scores["none"], scores["fact"], s=10, color=color, label=label)
     ax = axes[0, 1]
-    for better, worse, label in CONTRASTS:
-        ax.plot(np.sort(scores[better] - scores[worse]), marker=".", linewidth=1, label=label)
     ax.axhline(0, color="gray", linewidth=1)
     ax.set_xlabel("trial (sorted)")
     ax.set_ylabel("paired difference of log P(' B') (nats)")
     ax.set_title("Effect of the first sentence")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     ax = axes[0, 2]
-    ax.scatter(scores["none"], scores["fact"], s=10)
-    lims = [min(scores["none"].min(), scores["fact"].min()), max(scores["none"].max(), scores["fact"].max())]
-    ax.plot(lims, lims, color="gray", linewidth=1)
+    every = np.concatenate([scores[c] for _, scores in results for c in ("none", "fact")])
+    ax.plot([every.min(), every.max()], [every.min(), every.max()], color="gray", linewidth=1)
     ax.set_xlabel("log P(' B') without the first sentence")
     ax.set_ylabel("log P(' B') with 'A is B.'")
     ax.set_title("Per trial")
+    ax.legend(fontsize=6)
     for ax in axes[0]:
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -221,20 +277,23 @@ def _figure(s_prompt: torch.Tensor, s_control: torch.Tensor, scores: dict[str, n
 
 
 def run(args):
-    """Read out the state after the prompt and the control, then run the working-memory test."""
+    """Read out BDH's state after the prompt and the control, then run the working-memory test on BDH and on
+    every --baseline with the same trials."""
     model, _ = common.load_model(args.model, "hatchlings_bdh")
+    models = [(_label(args.model, model), model), *_baselines(args)]
     corpus = common.load_corpus(args.file)
     if args.pairs < 2 or args.top_pairs < 1:
         raise UsageError(f"--pairs must be >= 2 and --top_pairs >= 1, got {args.pairs} and {args.top_pairs}")
+    trials = make_trials(corpus, args.pairs, args.filler_tokens, args.seed)
+    for label, each in models:
+        _check_fits(label, each, trials)
     prompt, control = _prompts(args, corpus)
     encoder_v = model.model.block.encoder_v
     s_prompt, s_control = (hebbian_states(model, torch.from_numpy(ids)[None])[:, 0] for ids in (prompt, control))
     w_prompt, w_control = (synapses(s[:, None], encoder_v)[:, 0] for s in (s_prompt, s_control))  # (L, H, N, N)
-    trials = make_trials(corpus, args.pairs, args.filler_tokens, args.seed)
-    scores = {condition: np.array([target_logprob(model, trial.contexts()[condition], f" {trial.b}".encode())
-                                   for trial in trials]) for condition in ("fact", "none", "other")}
+    results = [(label, score_trials(each, trials)) for label, each in models]
     tables = [_norm_table(s_prompt, s_control, w_prompt, w_control, (len(prompt), len(control))),
               _pair_table(model, prompt, w_prompt, w_control, args.top_pairs),
-              _retrieval_table(trials, scores, args.seed)]
+              _retrieval_table(trials, results, args.seed, _model_notes(models))]
     tables[0].notes.append(f"Text: {corpus.name}; filler {args.filler_tokens} tokens, seed {args.seed}.")
-    return tables, _figure(s_prompt, s_control, scores)
+    return tables, _figure(s_prompt, s_control, results)
