@@ -16,6 +16,7 @@ same at context 50 and 5,000.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,31 @@ from .layers import apply_rope_pairs, layer_norm, positions_from_mask, rope_pair
 
 STATE = "synapses"  # cache entry per layer: the (B, H, N, D) Hebbian state
 SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consumed, for RoPE positions
+
+
+def _record_autocast(forward):
+    """Decorates an autograd.Function's forward to note the autocast state it runs under, for `_replay_autocast`.
+
+    torch.amp.custom_fwd/custom_bwd do the same but fix the device type when the class is defined; these take
+    it from the first tensor argument, so one Function serves CPU and GPU.
+    """
+    @functools.wraps(forward)
+    def wrapped(ctx, *args):
+        device = next(arg.device.type for arg in args if isinstance(arg, torch.Tensor))
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        return forward(ctx, *args)
+    return wrapped
+
+
+def _replay_autocast(backward):
+    """Decorates an autograd.Function's backward to run under the autocast state of its forward (autograd runs
+    it outside any autocast region): under mixed precision its products then take the same bfloat16/float16
+    operands as the forward's, instead of failing on bfloat16 saved tensors against float32 gradients."""
+    @functools.wraps(backward)
+    def wrapped(ctx, *grads):
+        with torch.autocast(ctx.autocast[0], dtype=ctx.autocast[1], enabled=ctx.autocast[2]):
+            return backward(ctx, *grads)
+    return wrapped
 
 
 def _zero_where_inactive_(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
@@ -67,12 +93,14 @@ class _StrictlyCausalAttention(torch.autograd.Function):
     v: (M, T, D). Returns (H, M, T, D)."""
 
     @staticmethod
+    @_record_autocast
     def forward(ctx, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out, scores = _causal_attention(q, v)
         ctx.save_for_backward(q, v, scores)
         return out
 
     @staticmethod
+    @_replay_autocast
     def backward(ctx, dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _causal_attention_backward(*ctx.saved_tensors, dout)
 
@@ -92,6 +120,7 @@ class _ChunkedAttention(torch.autograd.Function):
     """
 
     @staticmethod
+    @_record_autocast
     def forward(ctx, q, v, state):
         H, B, n_chunks, C, _ = q.shape
         out, scores = _causal_attention(q.flatten(1, 2), v.flatten(0, 1))  # (H, B*nc, C, D)
@@ -105,6 +134,7 @@ class _ChunkedAttention(torch.autograd.Function):
         return out, S
 
     @staticmethod
+    @_replay_autocast
     def backward(ctx, dout, d_final):
         q, v, state, scores = ctx.saved_tensors
         dq, dv = _causal_attention_backward(q.flatten(1, 2), v.flatten(0, 1), scores, dout.flatten(1, 2))
@@ -152,6 +182,7 @@ class _SparseEncoder(torch.autograd.Function):
     """
 
     @staticmethod
+    @_record_autocast
     def forward(ctx, x, encoder, rotor, key_mask):
         B, T, D = x.shape
         H, _, N = encoder.shape
@@ -165,6 +196,7 @@ class _SparseEncoder(torch.autograd.Function):
         return x_sparse, q
 
     @staticmethod
+    @_replay_autocast
     def backward(ctx, d_x_sparse, dq):
         rows, encoder, rotor, x_sparse = ctx.saved_tensors
         H, B, T, N = x_sparse.shape
@@ -190,6 +222,7 @@ class _GatedReadout(torch.autograd.Function):
     """
 
     @staticmethod
+    @_record_autocast
     def forward(ctx, x_sparse, a, encoder_v, decoder, keep):
         y_sparse = torch.bmm(a, encoder_v).relu_()  # (H, M, N)
         xy = x_sparse * y_sparse  # (H, M, N)
@@ -204,6 +237,7 @@ class _GatedReadout(torch.autograd.Function):
         return z, y_sparse  # (M, D), (H, M, N)
 
     @staticmethod
+    @_replay_autocast
     def backward(ctx, dz, _):
         if dz is None:  # z did not reach the loss (y_sparse never carries a gradient)
             return None, None, None, None, None
