@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -95,7 +97,9 @@ def test_arena_cli_writes_report_plot_and_models(tmp_path, text_file, capsys):
     assert [p["title"].split()[0] for p in report["plots"]] == ["Validation", "Generation"]
     for arch in ARCHS:  # the trained models are saved for the probes, and load back
         assert AutoModelForCausalLM.from_pretrained(models / arch).num_parameters() > 0
-    assert "| model | params |" in (tmp_path / "arena-cpu.md").read_text()
+    markdown = (tmp_path / "arena-cpu.md").read_text()
+    assert "| model | params |" in markdown
+    assert ("glibc malloc reusing freed memory" in markdown) == sys.platform.startswith("linux")
     assert "wrote" in capsys.readouterr().out
 
 
@@ -106,6 +110,30 @@ def test_arena_rejects_bad_flags(capsys):
     assert "arena data not found: /no/such.txt" in capsys.readouterr().err
     assert main(["bench", "arena", "--budget-tokens", "10"]) == 2
     assert "less than one step" in capsys.readouterr().err
+
+
+_PAGE_FAULTS = """
+import resource, sys, torch
+from hatchlings.bench.arena import reuse_freed_memory
+tuned = reuse_freed_memory() if sys.argv[1] == "tuned" else None
+for _ in range(3):  # 32 MiB tensors (BDH-tiny's neuron tensors), each freed again; the heap settles
+    torch.ones(2**23).sum()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):  # the same size again: fresh pages (faults) or the freed ones (none)
+    torch.ones(2**23).sum()
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_reuse_freed_memory_recycles_large_tensors_instead_of_faulting_fresh_pages():
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS, mode], capture_output=True, text=True, check=True)
+        tuned, faults = out.stdout.split()
+        return tuned, int(faults)
+
+    assert run("default")[1] > 5 * 8192 // 2  # glibc's default: most of each tensor's 8,192 pages fault again
+    assert run("tuned") == ("True", pytest.approx(0, abs=64))
 
 
 @pytest.mark.slow

@@ -71,6 +71,7 @@ class Settings:
     timing: bool = True  # time generation (the scaling probe only needs the losses)
     models_dir: str | None = None  # save each trained model here (save_pretrained), for the probes
     threads: int = 0  # torch threads in each model's process (0 = torch's default)
+    reuse_memory: bool = True  # glibc: serve large tensors from the heap, not fresh mmaps (see `reuse_freed_memory`)
 
     @property
     def steps(self) -> int:
@@ -250,10 +251,34 @@ def _peak_resident_mib() -> float | None:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc reuse freed memory for large tensors instead of mapping fresh pages each time.
+
+    glibc serves allocations of 32 MiB and more (its largest mmap threshold) with a new mmap, and the first
+    touch of every page then faults. A BDH tiny training step allocates a few dozen (H, B, T, N) neuron
+    tensors of exactly 32 MiB, so it pays that on every one (about 20% of its step time on 2 cores), while
+    smaller models' tensors are recycled from the heap. Turning mmap off (and heap trimming down) gives
+    every model the recycled-memory behaviour; users can do the same with the environment variables
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296. Returns False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def measure(arch: str, settings: Settings) -> dict:
     """Train, evaluate and time one model. Runs in a fresh process (see `measure_isolated`)."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    reused = settings.reuse_memory and settings.device == "cpu" and reuse_freed_memory()
     device = torch.device(settings.device)
     train_ids, val_ids, bytes_per_token = load_split(settings.file)
     before = _resident_mib()
@@ -269,7 +294,7 @@ def measure(arch: str, settings: Settings) -> dict:
         result["peak_memory_mib"] = peak - before if peak is not None and before is not None else None
     whole = val_ids[: len(val_ids) // settings.block_size * settings.block_size].view(-1, settings.block_size)
     loss = mean_loss(model, whole, settings.batch_size, _autocast(settings))
-    result |= {"arch": arch, "params": model.num_parameters(), "val_loss": loss,
+    result |= {"arch": arch, "params": model.num_parameters(), "val_loss": loss, "reused_memory": reused,
                "val_bits_per_byte": lm_metrics(loss, bytes_per_token)["bits_per_byte"]}
     if settings.models_dir:
         _save(model, Path(settings.models_dir) / arch)
@@ -342,7 +367,9 @@ def summary_table(results: list[dict], settings: Settings) -> Table:
         f"same data (byte tokens; first 90% train, last 10% validation), same {settings.steps} batches of "
         f"{settings.batch_size} x {settings.block_size} in the same order, AdamW lr {settings.learning_rate} betas "
         f"(0.9, 0.95) wd {settings.weight_decay} on matrices, {settings.warmup_fraction:.0%} warm-up then cosine, "
-        f"grad clip 1.0, seed {settings.seed}, {settings.device} {settings.precision}",
+        f"grad clip 1.0, seed {settings.seed}, {settings.device} {settings.precision}"
+        + (", glibc malloc reusing freed memory for large tensors in every model's process (no --default-malloc)"
+           if all(r.get("reused_memory") for r in results) else ""),
         "val bits/byte: the whole validation split in disjoint blocks of the training length",
         "train tokens/s: tokens per step / median step time (forward, backward, optimizer step)",
         f"peak train MiB: {memory}",
@@ -390,6 +417,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gen-steps", "--gen_steps", type=int, default=Settings.gen_steps)
     parser.add_argument("--repeats", type=int, default=Settings.repeats)
     parser.add_argument("--eval-points", "--eval_points", type=int, default=Settings.eval_points)
+    parser.add_argument("--default-malloc", "--default_malloc", action="store_true",
+                        help="keep glibc's default large-allocation mmaps (slower for BDH's 32 MiB tensors)")
     parser.add_argument("--models-dir", "--models_dir", default=None,
                         help="where to save the trained models (default: runs/arena-<device>/models)")
 
@@ -419,7 +448,7 @@ def settings_from_args(args) -> tuple[Settings, list[str]]:
                     compile=cuda if args.compile == "auto" else args.compile == "on", contexts=contexts,
                     ttft_prompt=args.ttft_prompt, gen_steps=args.gen_steps, repeats=args.repeats,
                     models_dir=args.models_dir or f"runs/arena-{device_name}/models",
-                    threads=torch.get_num_threads()), archs
+                    threads=torch.get_num_threads(), reuse_memory=not args.default_malloc), archs
 
 
 def run(args) -> Report:
