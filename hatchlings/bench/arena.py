@@ -20,6 +20,7 @@ falls back to eager and the reason is written into the report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import statistics
@@ -142,8 +143,9 @@ def random_blocks(ids: torch.Tensor, count: int, length: int, generator: torch.G
     return torch.stack([ids[s:s + length] for s in starts.tolist()])
 
 
-def mean_loss(model, blocks: torch.Tensor, batch_size: int, autocast) -> float:
-    """Mean next-token cross-entropy (nats) over every prediction in `blocks` (n, T)."""
+def mean_loss(model, blocks: torch.Tensor, batch_size: int, autocast=contextlib.nullcontext) -> float:
+    """Mean next-token cross-entropy (nats) over every prediction in `blocks` (n, T), each forward pass under
+    the context `autocast()` returns (the training's mixed precision, if any)."""
     from ..training.losses import causal_lm_loss
 
     device = next(model.parameters()).device
@@ -164,9 +166,7 @@ def mean_loss(model, blocks: torch.Tensor, batch_size: int, autocast) -> float:
 def _autocast(settings: Settings):
     if settings.precision == "bf16":
         return lambda: torch.autocast(device_type=settings.device.split(":")[0], dtype=torch.bfloat16)
-    from contextlib import nullcontext
-
-    return nullcontext
+    return contextlib.nullcontext
 
 
 def _optimizer(model, settings: Settings):

@@ -108,13 +108,10 @@ def machine() -> dict:
 
 
 def panels_figure(plots: list[Plot]):
-    """`plots` side by side in one matplotlib figure (Agg backend: no display needed)."""
-    import matplotlib
+    """`plots` side by side in one matplotlib figure."""
+    from ..plotting import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(plots), figsize=(6 * len(plots), 4.5), squeeze=False)
+    fig, axes = new_figure(len(plots), size=(6, 4.5))
     for ax, plot in zip(axes[0], plots):
         for label, (xs, ys) in plot.series.items():
             ax.plot(xs, ys, marker="o", label=label)
@@ -129,11 +126,7 @@ def panels_figure(plots: list[Plot]):
 
 def plot_panels(plots: list[Plot], path: str | os.PathLike) -> Path:
     """Draw `plots` side by side into one PNG."""
-    import matplotlib.pyplot as plt
-
-    fig = panels_figure(plots)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels_figure(plots).savefig(path, format="png")
     return Path(path)
 
 

@@ -253,17 +253,11 @@ def last_sparsity(log_history: list[dict]) -> dict[str, float]:
 
 def _save_line_plot(lines: list[tuple[tuple[list[float], list[float]], dict]], path: str | os.PathLike, *,
                     ylabel: str, title: str) -> None:
-    """Plot (steps, values) lines, each with its ``Axes.plot`` style, against step into a PNG at ``path``.
+    """Plot (steps, values) lines, each with its ``Axes.plot`` style, against step into a PNG at ``path``."""
+    from ..plotting import new_figure
 
-    Uses a bare ``Figure`` on the Agg canvas instead of pyplot, so it neither needs a display
-    nor changes the matplotlib backend or global figure state of the calling process.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, axes = new_figure(size=(7, 4), dpi=120)
+    ax = axes[0, 0]
     for points, style in lines:
         ax.plot(*points, **style)
     ax.set_xlabel("step")

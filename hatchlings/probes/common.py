@@ -75,7 +75,12 @@ def load_corpus(file: str | None) -> Corpus:
 
 
 def _corpus(name: str, data: bytes) -> Corpus:
-    return Corpus(name, data, np.frombuffer(data, dtype=np.uint8).astype(np.int64))
+    return Corpus(name, data, byte_ids(data))
+
+
+def byte_ids(data: bytes) -> np.ndarray:
+    """Byte-tokenizer ids of `data`: its bytes, (n,) int64."""
+    return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
 
 
 def block_starts(n_tokens: int, block_size: int, max_tokens: int) -> np.ndarray:
@@ -175,16 +180,6 @@ def snippet(data: bytes, pos: int, left: int = 30, right: int = 12) -> str:
 
     before, byte, after = data[max(0, pos - left):pos], data[pos:pos + 1], data[pos + 1:pos + 1 + right]
     return f"{show(before)}«{show(byte)}»{show(after)}"
-
-
-def new_figure(ncols: int, nrows: int = 1, size: tuple[float, float] = (5.0, 3.6)):
-    """A bare matplotlib Figure on the Agg canvas (no display, no pyplot state) with its grid of axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
 def percentiles(values: np.ndarray, qs=(1, 10, 50, 90, 99)) -> dict[str, float]:

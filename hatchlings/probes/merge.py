@@ -139,7 +139,7 @@ def run(args) -> tuple[list[Table], object]:
         row = {"model": label, "params": f"{model.num_parameters():,}"}
         for name, (_, val, bytes_per_token) in splits.items():
             n = min(len(val), args.max_tokens) // args.block_size * args.block_size
-            loss = mean_loss(model, val[:n].view(-1, args.block_size), args.batch_size, torch.no_grad)
+            loss = mean_loss(model, val[:n].view(-1, args.block_size), args.batch_size)
             row[f"bits/byte on {name}"] = lm_metrics(loss, bytes_per_token)["bits_per_byte"]
         rows.append(row)
     table = Table("Merging two BDH parents", list(rows[0]), rows, notes=[
@@ -151,12 +151,10 @@ def run(args) -> tuple[list[Table], object]:
 
 
 def _figure(rows: list[dict], texts: list[str]):
-    import matplotlib
+    from ..plotting import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, axes = new_figure(size=(8, 4.5))
+    ax = axes[0, 0]
     width = 0.8 / len(texts)
     for i, name in enumerate(texts):
         ax.bar([k + i * width for k in range(len(rows))], [r[f"bits/byte on {name}"] for r in rows], width,

@@ -25,6 +25,7 @@ import torch
 
 from ..bench.reference_bdh import model_weights, reference_bdh
 from ..bench.runner import Table
+from ..plotting import new_figure
 from ..training.errors import UsageError
 from . import common
 
@@ -196,7 +197,7 @@ def _summary_table(results: dict, concepts: common.Concepts, threshold: float, m
 
 def _figure(results: dict, families: list[str], threshold: float):
     """Histogram of family scores per kind of neuron, one panel per family."""
-    fig, axes = common.new_figure(len(families))
+    fig, axes = new_figure(len(families))
     bins = np.linspace(-0.2, 1.0, 49)
     for ax, family in zip(axes[0], families):
         for kind, (_, scores) in results.items():

@@ -15,6 +15,7 @@ import torch
 
 from ..bench.reference_bdh import model_weights, reference_bdh
 from ..bench.runner import Table
+from ..plotting import new_figure
 from . import common
 
 KINDS = ("x_sparse", "y")
@@ -83,7 +84,7 @@ def _class_table(stats: dict, classes: np.ndarray) -> Table:
 
 def _figure(stats: dict):
     """Histograms of the per-token active share, one line per layer, for x_sparse and y."""
-    fig, axes = common.new_figure(len(KINDS))
+    fig, axes = new_figure(len(KINDS))
     for k, kind in enumerate(KINDS):
         ax = axes[0, k]
         values = 100 * stats["active"][:, k]  # (L, P)

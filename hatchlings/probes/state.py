@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from ..bench.reference_bdh import model_weights, reference_bdh
 from ..bench.runner import Table
 from ..modeling.modeling_bdh import STATE
+from ..plotting import new_figure
 from ..training.errors import UsageError
 from . import common
 
@@ -56,17 +57,12 @@ def _passages(corpus: common.Corpus, length: int, seed: int) -> tuple[np.ndarray
     return corpus.ids[first:first + length], corpus.ids[second:second + length]
 
 
-def _text_ids(text: str) -> np.ndarray:
-    """Byte-tokenizer ids of `text`: its UTF-8 bytes."""
-    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-
-
 def _prompts(args, corpus: common.Corpus) -> tuple[np.ndarray, np.ndarray]:
     """Prompt and control ids: the given texts, else seeded passages (a default control matches the prompt's
     length, so state norms compare like with like)."""
-    prompt = _text_ids(args.prompt) if args.prompt else None
+    prompt, control = (common.byte_ids(text.encode("utf-8")) if text else None for text in (args.prompt, args.control))
     passage, other = _passages(corpus, args.block_size if prompt is None else len(prompt), args.seed)
-    return (passage if prompt is None else prompt), (_text_ids(args.control) if args.control else other)
+    return (passage if prompt is None else prompt), (other if control is None else control)
 
 
 def _pair_table(model, prompt: np.ndarray, w_prompt: torch.Tensor, w_control: torch.Tensor, top: int) -> Table:
@@ -241,7 +237,7 @@ def _model_notes(models: list[tuple[str, object]]) -> list[str]:
 
 def _figure(s_prompt: torch.Tensor, s_control: torch.Tensor, results: list[tuple[str, dict[str, np.ndarray]]]):
     """State norms per layer; per model, sorted paired differences and log P with the fact against without."""
-    fig, axes = common.new_figure(3)
+    fig, axes = new_figure(3)
     layers = np.arange(len(s_prompt))
     ax = axes[0, 0]
     ax.bar(layers - 0.2, [float(s.norm()) for s in s_prompt], width=0.4, label="prompt")
