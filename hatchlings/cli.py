@@ -8,36 +8,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .training.errors import UsageError
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
-    from transformers import TextStreamer
-
+    from .generation import Utf8Streamer, check_generation_args, generate_text
     from .training.export import load_model_folder
 
+    options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k}
+    check_generation_args(**options)  # before the (slow) model load
     model, tokenizer = load_model_folder(args.model)
     model.eval()
-    inputs = tokenizer(args.prompt, return_tensors="pt")
-    sampling = {"do_sample": True, "temperature": args.temperature, "top_k": args.top_k} if args.temperature > 0 \
-        else {"do_sample": False}
-    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
-    torch.manual_seed(args.seed)
+    streamer = Utf8Streamer(tokenizer, out=sys.stdout) if args.stream else None
     if args.stream:
         print(args.prompt, end="", flush=True)
-    with torch.no_grad():
-        ids = model.generate(**inputs, max_new_tokens=args.max_new_tokens, streamer=streamer, **sampling)
+    text = generate_text(model, tokenizer, args.prompt, seed=args.seed, streamer=streamer, **options)
     if not args.stream:
-        print(args.prompt + tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+        print(args.prompt + text)
     return 0
 
 
 def _train(rest: list[str]) -> int:
     from .training import run_training
 
-    run_training(rest)
+    # train.py (also under accelerate launch / torchrun) hands its flags to main(): name it in --help and errors
+    prog = "train.py" if Path(sys.argv[0]).name == "train.py" else "hatchlings train"
+    run_training(rest, prog=prog)
     return 0
 
 
@@ -54,11 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a model (same flags as train.py)", add_help=False)
     gen = sub.add_parser("generate", help="continue a prompt with a saved model")
     gen.add_argument("model", help="folder written by train.py")
-    gen.add_argument("--prompt", default="\n")
-    gen.add_argument("--max_new_tokens", type=int, default=200)
-    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    gen.add_argument("--top_k", type=int, default=50)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--prompt", default="\n", help="text to continue; empty starts from bos (default: a newline)")
+    gen.add_argument("--max_new_tokens", type=int, default=200, help="at least 1 (default: %(default)s)")
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: %(default)s)")
+    gen.add_argument("--top_k", type=int, default=50, help="sample among the k likeliest tokens, 0 = all "
+                                                           "(default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     from . import evaluation, hub
 
@@ -71,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     from .bench import runner
 
     runner.add_arguments(sub.add_parser("bench", help="run a benchmark, write markdown + JSON (+ PNG) results"))
+    from . import data_sources
+
+    data_sources.add_arguments(sub.add_parser("data", help="fetch the corpora the README and benchmarks use"))
+    from . import chat
+
+    chat.add_arguments(sub.add_parser("chat", help="talk to a saved model in the terminal, streaming tokens"))
     return parser
 
 
@@ -92,7 +97,20 @@ def _probe(args: argparse.Namespace) -> int:
     return probes.run(args)
 
 
-COMMANDS = {"generate": _generate, "eval": _eval, "bench": _bench, "push": _push, "probe": _probe}
+def _data(args: argparse.Namespace) -> int:
+    from . import data_sources
+
+    return data_sources.run(args)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from . import chat
+
+    return chat.run(args)
+
+
+COMMANDS = {"generate": _generate, "eval": _eval, "bench": _bench, "push": _push, "probe": _probe, "data": _data,
+            "chat": _chat}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,18 @@
 """`hatchlings eval`: loss, perplexity and bits per byte of a saved model on a whole text file.
 
-Why a sliding window: a causal model only sees `block_size` tokens at a time. Cutting the text into
-disjoint blocks (what the Trainer's validation does) scores the start of every block with little or no
-context, which overstates the loss. Windows that advance by a smaller `stride` give every scored token at
-least `block_size - stride` tokens of context; each window scores only the tokens the previous one did not
-(the standard strided-perplexity method: labels are -100 over the overlapping context), so with
-`stride < block_size` every token of the file except the first is scored exactly once. With
-`stride == block_size` the windows are disjoint blocks and the first token of each block, having no context
-inside its window, is not scored -- the same numbers the Trainer's validation reports on such blocks.
+Why a sliding window: a causal model only sees `block_size` tokens at a time. Windows of `block_size` tokens
+advance by `stride`, and each scores only the tokens the previous one did not (the standard strided-perplexity
+method: labels are -100 over the overlapping context). Every token of the file except the first is scored
+exactly once, and each with at least `block_size - stride` tokens of context (fewer only near the start).
+
+`stride` is at most `block_size - 1`, its default: consecutive windows then share one token, which is the
+context of the next window's first scored token. Disjoint blocks (stride == block_size, what the Trainer's
+validation uses) could not score the first token of each block -- nothing precedes it inside its window --
+and 1 token in every `block_size` would silently go unscored. The default keeps the disjoint blocks' mix of
+contexts (1 to block_size - 1 tokens) and scores those tokens too.
+
+The file's first token is never scored: nothing precedes it. A bos token could, but training never puts bos
+before text (documents are packed as bytes + eos), so the model never learned what follows a bos.
 
 The final numbers come from the `lm_perplexity` `evaluate` metric that ships in `hatchlings/metrics`, loaded
 by path so no Hub access is needed.
@@ -64,14 +69,19 @@ def _load(model_dir_or_model, tokenizer, device):
 
 
 def read_text(file) -> str:
-    """The file as UTF-8 text; a missing, unreadable or empty file is a user mistake, not a bug."""
+    """The file as UTF-8 text; a missing, unreadable or empty file is a user mistake, not a bug.
+
+    Not UTF-8: the message names file:line as training's does (the same function words it).
+    """
     path = Path(file)
     if not path.is_file():
         raise UsageError(f"data file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise UsageError(f"cannot read {path} as UTF-8 text: {err}") from None
+        from .training.text import bad_utf8_line
+
+        raise UsageError(bad_utf8_line(str(path)) or f"cannot read {path} as UTF-8 text: {err}") from None
     if not text:
         raise UsageError(f"data file is empty: {path}")
     return text
@@ -114,7 +124,14 @@ def _tokenize(text: str, tokenizer) -> tuple[list[int], "np.ndarray"]:
 
 
 def sliding_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
-    """(begin, end, first_scored) per window: ids[begin:end] go in, targets first_scored..end-1 are scored."""
+    """(begin, end, first_scored) per window: ids[begin:end] go in, targets first_scored..end-1 are scored.
+
+    Window j begins at j * stride and scores from where the previous one ended, so targets 1..n_tokens-1 are
+    each scored once; the last window may be short. `stride < block_size` guarantees every window's first
+    target has a token before it in the window.
+    """
+    if not 1 <= stride < block_size:
+        raise ValueError(f"stride must be in [1, block_size - 1 = {block_size - 1}], got {stride}")
     windows, prev_end = [], 0
     for begin in range(0, n_tokens, stride):
         end = min(begin + block_size, n_tokens)
@@ -157,9 +174,9 @@ def evaluate_file(model_dir_or_model, file, *, block_size: int | None = None, st
                   device: str | None = None) -> dict:
     """Score every token of `file` with a strided sliding window; return loss, perplexity, bits/byte, ...
 
-    `block_size` defaults to the model's declared context (or 256), `stride` to `block_size` (disjoint
-    blocks); `max_tokens` evaluates only the start of the file. A model object may be passed instead of a
-    folder (with `tokenizer`, or the byte tokenizer is used).
+    `block_size` defaults to the model's declared context (or 256), `stride` to `block_size - 1` (windows
+    sharing one token); `max_tokens` evaluates only the start of the file. A model object may be passed
+    instead of a folder (with `tokenizer`, or the byte tokenizer is used).
     """
     import evaluate
     import torch
@@ -172,13 +189,14 @@ def evaluate_file(model_dir_or_model, file, *, block_size: int | None = None, st
     if block_size is None:
         block_size = limit or DEFAULT_BLOCK_SIZE
     if stride is None:
-        stride = block_size
+        stride = block_size - 1
     if block_size < 2:
         raise UsageError(f"--block_size must be >= 2, got {block_size}")
     if limit is not None and block_size > limit:
         raise UsageError(f"--block_size {block_size} exceeds the model's context of {limit} tokens")
-    if not 1 <= stride <= block_size:
-        raise UsageError(f"--stride must be between 1 and --block_size ({block_size}), got {stride}")
+    if not 1 <= stride < block_size:
+        raise UsageError(f"--stride must be between 1 and --block_size - 1 ({block_size - 1}), got {stride} "
+                         "(windows must overlap, or the first token of each would go unscored)")
     if batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {batch_size}")
     ids, nbytes = _tokenize(text, tokenizer)
@@ -209,8 +227,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--block_size", type=int, default=None,
                         help=f"tokens per window (default: the model's context, else {DEFAULT_BLOCK_SIZE})")
     parser.add_argument("--stride", type=int, default=None,
-                        help="tokens each window advances (default: block_size, i.e. disjoint blocks; smaller "
-                             "= more context per scored token, slower)")
+                        help="tokens each window advances, at most block_size - 1 (the default: windows share "
+                             "one token); smaller = more context per scored token, slower")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--max_tokens", type=int, default=None, help="score only the first N tokens of the file")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cuda if available)")
@@ -227,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     output.write_text(text + "\n")
-    print(f"[hatchlings] eval {Path(args.file).name}: {result['tokens']} tokens, loss {result['loss']:.4f}, "
+    print(f"[hatchlings] eval {Path(args.file).name}: {result['tokens']} of {result['file_tokens']} tokens scored "
+          f"(all but the first), loss {result['loss']:.4f}, "
           f"perplexity {result['perplexity']:.3f}, bits/byte {result['bits_per_byte']:.4f} "
           f"(block {result['block_size']}, stride {result['stride']}) -> {output}")
     print(text)

@@ -1,6 +1,6 @@
-"""BDH: the shared contract (tests/contract.py) plus checks of the BDH math itself.
+"""BDH: the shared contract (tests/contract.py, tests/checks_*.py) plus checks of the BDH math itself.
 
-The reference (hatchlings/bench/reference_bdh.py, also what `hatchlings bench bdh` times) is written from
+The reference (hatchlings/reference/bdh.py, also what `hatchlings bench bdh` times) is written from
 the equations (DESIGN.md §3 bdh), not from the model's code: it materialises the full masked T x T score matrix and rotates neuron pairs with
 complex numbers, so an error in the model's chunking, state carry-over or RoPE cannot hide in a shared
 helper. Only the weights are taken from the model.
@@ -12,11 +12,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from checks_reference import assert_matches_reference
 from contract import ArchSpec, make_contract_tests, random_ids
 from hatchlings import BdhConfig
-from hatchlings.bench.reference_bdh import model_weights, reference_bdh, reference_rope
+from hatchlings.reference.bdh import model_weights, reference_bdh, reference_rope
 from hatchlings.modeling.layers import rope_pair_rotor
 from hatchlings.modeling.modeling_bdh import (_ChunkedAttention, _GatedReadout, _SparseEncoder,
                                              _StrictlyCausalAttention, chunked_linear_attention,
@@ -44,6 +44,8 @@ SPEC = ArchSpec(
     causal_length=64,
     has_recurrent_state=True,
     repeats_layers=True,  # one block of weights applied num_hidden_layers times
+    plain_path={"handwritten_backward": False},
+    fast_path_ops=("_SparseEncoderBackward", "_ChunkedAttentionBackward", "_GatedReadoutBackward"),
 )
 
 globals().update(make_contract_tests(SPEC))
@@ -62,26 +64,34 @@ def test_reference_rope_is_a_rotation():
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 16, 64, 80])
-def test_matches_reference_outputs_and_gradients(chunk):
-    """Forward logits and the gradient of a loss w.r.t. every parameter equal the quadratic reference,
-    whatever the chunk size. T = 64: chunks 1, 3, 16 take the model's chunked path (T > chunk + 2ND/(N+D)
-    = chunk + 43), 64 = T and 80 > T its single-block quadratic path."""
-    model = SPEC.build_model(attn_chunk_size=chunk).train()  # train mode with dropout 0: same math
-    ids = random_ids(259, 2, 64, seed=10)
-    labels = random_ids(259, 2, 64, seed=11)
-    out = model(ids, labels=labels, use_cache=False)
-    weights = model_weights(model)
-    ref_logits, _ = reference_bdh(ids, weights, model.config)
-    ref_loss = F.cross_entropy(ref_logits[:, :-1].reshape(-1, 259), labels[:, 1:].reshape(-1))
-    torch.testing.assert_close(out.logits, ref_logits, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.loss, ref_loss, rtol=1e-5, atol=1e-6)
-    names = list(weights)
-    got = torch.autograd.grad(out.loss, [weights[n] for n in names])
-    want = torch.autograd.grad(ref_loss, [weights[n] for n in names])
-    assert len(dict(model.named_parameters())) == len(names), "the reference misses a parameter"
-    for name, g, w in zip(names, got, want):
-        assert w.abs().max() > 0, f"reference gradient of {name} is zero: the check would be vacuous"
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"grad of {n}: {m}")
+def test_matches_reference_at_every_chunk_size(chunk):
+    """The contract's reference check (logits and every gradient), whatever the chunk size. T = 64: chunks
+    1, 3, 16 take the model's chunked path (T > chunk + 2ND/(N+D) = chunk + 43), 64 = T and 80 > T its
+    single-block quadratic path; the graph shows which was taken."""
+    attention = "_ChunkedAttentionBackward" if chunk < 64 - 43 else "_StrictlyCausalAttentionBackward"
+    assert_matches_reference(SPEC, {"attn_chunk_size": chunk},
+                             fast_ops=("_SparseEncoderBackward", attention, "_GatedReadoutBackward"))
+
+
+@pytest.mark.parametrize("chunk", [4, 80])
+def test_plain_autograd_path_agrees(chunk):
+    """handwritten_backward=False runs the same math: with dropout (the same seeded masks) and a left-padded
+    row, logits and every parameter's gradient equal the hand-written path's."""
+    ids = random_ids(259, 2, 64, seed=16)
+    mask = torch.ones(2, 64, dtype=torch.long)
+    mask[1, :7] = 0
+    results = []
+    for handwritten in (True, False):
+        model = SPEC.build_model(attn_chunk_size=chunk, dropout=0.3, handwritten_backward=handwritten).train()
+        torch.manual_seed(1)
+        out = model(ids, attention_mask=mask, labels=ids, use_cache=False)
+        out.loss.backward()
+        results.append((out.logits, {name: p.grad for name, p in model.named_parameters()}))
+    (fast, fast_grads), (plain, plain_grads) = results
+    torch.testing.assert_close(plain, fast, rtol=1e-5, atol=1e-5)
+    for name, grad in fast_grads.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(plain_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_sparsity_matches_reference_count():

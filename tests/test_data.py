@@ -180,7 +180,7 @@ def test_streaming_yields_packed_blocks_lazily(tmp_path, tok):
 def test_trainer_runs_on_a_streamed_dataset_with_max_steps(tmp_path, tok):
     from transformers import AutoModelForCausalLM, TrainingArguments, default_data_collator
 
-    from hatchlings.modeling import config_class_for
+    from hatchlings.architectures import config_class_for
     from hatchlings.training.trainer import HatchlingsTrainer
 
     (tmp_path / "train.txt").write_text("tiny streamed corpus\n" * 40)

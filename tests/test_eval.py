@@ -97,34 +97,45 @@ def test_token_bytes_charges_each_byte_once():
     assert token_bytes(text, [(0, len(text))] * 4).tolist() == [2, 2, 2, 2]  # no offsets: spread evenly
 
 
-def test_windows_score_every_token_once():
-    for n, block, stride in [(10, 4, 3), (10, 8, 4), (10, 4, 1), (3, 8, 8), (100, 16, 5)]:
-        scored = [t for _, end, first in sliding_windows(n, block, stride) for t in range(first, end)]
-        assert scored == list(range(1, n))
-        assert all(end - begin <= block for begin, end, _ in sliding_windows(n, block, stride))
-    assert sliding_windows(10, 4, 4) == [(0, 4, 1), (4, 8, 5), (8, 10, 9)]  # disjoint: block starts unscored
+@pytest.mark.parametrize("n, block, stride", [
+    (10, 4, 3), (10, 8, 4), (10, 4, 1), (3, 8, 7), (100, 16, 5), (100, 16, 15), (17, 4, 3), (16, 4, 3),
+    (257, 64, 63), (2, 2, 1), (1000, 7, 2), (5, 256, 255)])
+def test_windows_score_every_token_but_the_first_once(n, block, stride):
+    """Divisible or not, short last window or not: targets 1..n-1, each once, within block-sized windows."""
+    windows = sliding_windows(n, block, stride)
+    scored = [t for _, end, first in windows for t in range(first, end)]
+    assert scored == list(range(1, n))
+    assert all(end - begin <= block and begin < first for begin, end, first in windows)
+    assert [begin for begin, _, _ in windows] == list(range(0, stride * len(windows), stride))
 
 
-def test_disjoint_blocks_match_a_manual_computation(model_dir, text_file, model):
+@pytest.mark.parametrize("stride", [0, 4, 5])
+def test_windows_must_overlap(stride):
+    """stride == block_size would leave each block's first token without context, so unscored."""
+    with pytest.raises(ValueError, match="stride must be in"):
+        sliding_windows(10, 4, stride)
+
+
+def test_default_stride_scores_every_token_and_matches_a_manual_computation(model_dir, text_file, model):
+    """The default windows (block_size tokens, sharing one) against plain chunks through the HF loss."""
     ids = _ids()
-    result = evaluate_file(model_dir, text_file, block_size=64, stride=64, batch_size=2)
+    result = evaluate_file(model_dir, text_file, block_size=64, batch_size=2)
     nll, count = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(ids), 64):
+        for start in range(0, len(ids) - 1, 63):  # chunks of 64 that re-read the previous chunk's last token
             block = torch.tensor([ids[start:start + 64]])
-            if block.shape[1] < 2:
-                continue
             out = model(input_ids=block, labels=block)  # HF shifts: block.shape[1] - 1 predictions
             nll += out.loss.item() * (block.shape[1] - 1)
             count += block.shape[1] - 1
-    assert result["tokens"] == count == len(ids) - math.ceil(len(ids) / 64)
+    assert (len(ids) - 1) % 63 != 0  # the windows do not divide the file: the last one is short
+    assert result["tokens"] == count == len(ids) - 1  # every token but the first
     assert result["bytes"] == count  # one byte per byte token
     assert result["loss"] == pytest.approx(nll / count, rel=1e-5)
     expected = lm_metrics(nll / count, 1.0)
     assert result["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
     assert result["bits_per_byte"] == pytest.approx(expected["bits_per_byte"], rel=1e-5)
     assert result["bits_per_token"] == pytest.approx(result["loss"] / math.log(2))
-    assert (result["block_size"], result["stride"], result["file_tokens"]) == (64, 64, len(ids))
+    assert (result["block_size"], result["stride"], result["file_tokens"]) == (64, 63, len(ids))
     assert result["model"] == str(model_dir) and result["file"] == str(text_file)
 
 
@@ -151,7 +162,7 @@ def test_file_shorter_than_a_window_and_max_tokens(model_dir, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("hi 🐉")  # 7 bytes
     result = evaluate_file(model_dir, short)
-    assert result["block_size"] == 256 and result["stride"] == 256  # BDH declares no context limit
+    assert result["block_size"] == 256 and result["stride"] == 255  # BDH declares no context limit
     assert (result["tokens"], result["bytes"], result["windows"]) == (6, 6, 1)
     capped = evaluate_file(model_dir, short, max_tokens=3, block_size=2, stride=1)
     assert (capped["tokens"], capped["windows"], capped["file_tokens"]) == (2, 2, 3)
@@ -160,9 +171,10 @@ def test_file_shorter_than_a_window_and_max_tokens(model_dir, tmp_path):
 @pytest.mark.parametrize("setup, kwargs, message", [
     (None, {}, "data file not found"),
     ("", {}, "data file is empty"),
-    (b"\xff\xfe bad", {}, "cannot read .* as UTF-8"),
+    (b"fine\nalso fine\nbad \xff here\n", {}, r"f\.txt:3: not valid UTF-8 \(byte 0xff at column 5\)"),
     ("x", {}, "at least 2 are needed"),
-    ("hello", {"stride": 9, "block_size": 8}, "--stride must be between 1 and --block_size"),
+    ("hello", {"stride": 9, "block_size": 8}, r"--stride must be between 1 and --block_size - 1 \(7\), got 9"),
+    ("hello", {"stride": 8, "block_size": 8}, r"--stride must be between 1 and --block_size - 1 \(7\), got 8"),
     ("hello", {"block_size": 1}, "--block_size must be >= 2"),
     ("hello", {"batch_size": 0}, "--batch_size must be >= 1"),
 ])
@@ -176,6 +188,17 @@ def test_user_mistakes_are_usage_errors(model_dir, tmp_path, setup, kwargs, mess
         evaluate_file(model_dir, path, **kwargs)
 
 
+def test_non_utf8_file_is_one_line_naming_file_and_line(model_dir, tmp_path, capsys):
+    """Through the CLI, as a user sees it: exit status 2 and one line, like training's message."""
+    from hatchlings.cli import main
+
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("plain ascii\ncaf\u00e9 au lait\n".encode("latin-1"))
+    assert main(["eval", str(model_dir), "--file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}:2: not valid UTF-8 (byte 0xe9 at column 4)" in err
+
+
 def test_not_a_model_folder(tmp_path, text_file):
     with pytest.raises(UsageError, match="not a saved model folder"):
         evaluate_file(tmp_path, text_file)
@@ -187,7 +210,8 @@ def test_run_prints_summary_and_writes_json(model_dir, text_file, capsys):
     assert run(args) == 0
     out = capsys.readouterr().out
     first, rest = out.split("\n", 1)
-    assert first.startswith("[hatchlings] eval sample.txt:") and "bits/byte" in first
+    assert first.startswith(f"[hatchlings] eval sample.txt: {len(_ids()) - 1} of {len(_ids())} tokens scored")
+    assert "bits/byte" in first
     written = json.loads((model_dir / "eval_sample.json").read_text())
     assert json.loads(rest) == written
     assert written["tokens"] == len(_ids()) - 1 and written["stride"] == 16

@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from contract import random_ids
-from hatchlings import BdhConfig, merge_bdh
-from hatchlings.bench.reference_bdh import model_weights, reference_bdh, reference_rope
+from hatchlings import BdhConfig, average_bdh, merge_bdh
+from hatchlings.reference.bdh import model_weights, reference_bdh, reference_rope
 from hatchlings.cli import main
-from hatchlings.probes.merge import average_bdh
 from hatchlings.tokenization import build_byte_tokenizer
 
 TINY = dict(hidden_size=32, num_attention_heads=2, mlp_internal_dim_multiplier=4, num_hidden_layers=2,

@@ -96,7 +96,8 @@ def test_body_sections_and_usage_snippet(model):
     positions = [text.index(heading) for heading in headings]
     assert positions == sorted(positions)  # in this order: intended use just before limitations
     assert f'AutoModelForCausalLM.from_pretrained("{REPO}", trust_remote_code=True)' in text
-    assert "AutoTokenizer.from_pretrained" in text and 'pipeline("text-generation"' in text
+    assert f'AutoTokenizer.from_pretrained("{REPO}", trust_remote_code=True)' in text  # no y/N prompt
+    assert 'pipeline("text-generation"' in text
     assert "![Training and validation loss](loss_curve.png)" in text
     assert "| tokens | 12,345 |" in text
     assert "hatchlings train \\| tee log" in text  # pipe escaped so the table row survives
@@ -130,12 +131,36 @@ def test_plot_loss_curve_without_points(tmp_path, history):
     assert not path.exists()
 
 
-def test_loss_curve_keeps_the_last_value_of_a_repeated_step():
-    """A capped periodic evaluation and the final full one at the same step: the plot shows the final one."""
-    from hatchlings.model_cards.card import _loss_points
+def test_periodic_and_final_validation_are_separate_labelled_series():
+    """Periodic validation (a capped subset) and the final one (every block) never share a line."""
+    from hatchlings.model_cards.card import FINAL_EVAL_PREFIX, loss_curve_lines
 
-    history = [{"step": 10, "eval_loss": 2.0}, {"step": 20, "eval_loss": 1.5}, {"step": 20, "eval_loss": 1.7}]
-    assert _loss_points(history, "eval_loss") == ([10.0, 20.0], [2.0, 1.7])
+    history = [{"step": 10, "loss": 2.4}, {"step": 10, "eval_loss": 2.0}, {"step": 20, "loss": 1.9},
+               {"step": 20, "eval_loss": 1.7}, {"step": 20, f"{FINAL_EVAL_PREFIX}_loss": 1.5}]
+    lines = loss_curve_lines(history, validation_data="first 40 of 123 validation blocks",
+                             final_data="all 123 validation blocks of 256 tokens")
+    assert [(points, style["label"]) for points, style in lines] == [
+        (([10.0, 20.0], [2.4, 1.9]), "train loss"),
+        (([10.0, 20.0], [2.0, 1.7]), "validation loss (first 40 of 123 validation blocks)"),
+        (([20.0], [1.5]), "final validation loss (all 123 validation blocks of 256 tokens)"),
+    ]
+    assert lines[2][1]["linestyle"] == "none"  # a point, not a line joined to the periodic series
+    assert [style["label"] for _, style in loss_curve_lines(history[:2])] == ["train loss", "validation loss"]
+
+
+def test_card_says_what_each_validation_figure_was_measured_on(model):
+    from hatchlings.model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON
+
+    evals = {"dataset": "tiny-corpus", EVALUATED_ON: "all 123 validation blocks of 256 tokens",
+             CURVE_EVALUATED_ON: "first 40 of 123 validation blocks", "eval_loss": 1.443, "perplexity": 4.23}
+    card = make_card(model, eval_results=evals)
+    assert "| evaluated on | all 123 validation blocks of 256 tokens |" in card.text
+    assert "| validation during training | first 40 of 123 validation blocks |" in card.text
+    (entry,) = ModelCard(str(card)).data.to_dict()["model-index"]
+    names = {m["type"]: m["name"] for r in entry["results"] for m in r["metrics"]}
+    assert names == {"loss": "loss (all 123 validation blocks of 256 tokens)",
+                     "perplexity": "perplexity (all 123 validation blocks of 256 tokens)"}
+    assert metrics_of(ModelCard(str(card)).data.to_dict()) == {"loss": 1.443, "perplexity": 4.23}
 
 
 def test_intended_use_says_what_it_is_for_and_not_for(model):
@@ -154,3 +179,36 @@ def test_no_datasets_leaves_the_key_out(model, datasets):
     card = make_card(model, datasets=datasets)
     assert "datasets" not in ModelCard(str(card)).data.to_dict()
     assert "datasets:" not in str(card).split("---")[1]  # not even as an empty/null YAML key
+
+
+def test_training_run_labels_the_capped_periodic_and_the_whole_final_validation(tmp_path, real_text):
+    """The real command: periodic validation on the first blocks, the card's figures on all of them."""
+    from transformers import TrainerCallback
+
+    from test_training import TINY_PRESET, write_preset
+    from hatchlings.training import run_training
+
+    class Evaluations(TrainerCallback):
+        def __init__(self):
+            self.seen: list[dict] = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seen.append(dict(metrics))
+
+    text = tmp_path / "text.txt"
+    text.write_text(real_text)  # 20,000 bytes + eos = 312 blocks of 64: 281 train, 31 validation
+    preset = {**TINY_PRESET, "data": {**TINY_PRESET["data"], "max_eval_blocks": 4},
+              "training": {**TINY_PRESET["training"], "max_steps": 4, "eval_steps": 2, "logging_steps": 2}}
+    out = tmp_path / "export"
+    metrics = run_training(["--config", str(write_preset(tmp_path / "p.yaml", preset)), "--train_file", str(text),
+                            "--output_dir", str(out)], callbacks=[evaluations := Evaluations()])
+    periodic, final = evaluations.seen[:-1], evaluations.seen[-1]
+    assert len(periodic) == 2 and all("eval_loss" in m for m in periodic)  # steps 2 and 4
+    assert metrics["eval_loss"] == final["final_eval_loss"] != periodic[-1]["eval_loss"]  # same weights, other data
+    card = ModelCard.load(out / "README.md")
+    assert "| evaluated on | all 31 validation blocks of 64 tokens |" in card.text
+    assert "| validation during training | first 4 of 31 validation blocks |" in card.text
+    (entry,) = card.data.to_dict()["model-index"]
+    loss = next(m for r in entry["results"] for m in r["metrics"] if m["type"] == "loss")
+    assert loss == {"type": "loss", "value": pytest.approx(metrics["eval_loss"]),
+                    "name": "loss (all 31 validation blocks of 64 tokens)"}

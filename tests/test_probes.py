@@ -12,7 +12,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hatchlings import BdhConfig, BdhForCausalLM
-from hatchlings.bench.reference_bdh import model_weights, reference_bdh, reference_rope
+from hatchlings.reference.bdh import model_weights, reference_bdh, reference_rope
 from hatchlings.cli import main
 from hatchlings.probes import common, neurons, sparsity, state
 from hatchlings.tokenization import build_byte_tokenizer

@@ -153,7 +153,7 @@ def test_save_load_round_trip(tok, tmp_path):
     assert loaded.padding_side == "right"
 
 
-_CHILD = textwrap.dedent(
+CLEAN_ROOM_CHILD = textwrap.dedent(
     """
     import importlib.abc, json, sys
 
@@ -173,27 +173,36 @@ _CHILD = textwrap.dedent(
         raise SystemExit("hatchlings importable in child")
 
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(sys.argv[1])
+    results = []
+    for folder in sys.argv[2:]:
+        tok = AutoTokenizer.from_pretrained(folder)
+        results.append({"samples": [tok(s)["input_ids"] for s in json.loads(sys.argv[1])],
+                        "special": [tok.pad_token_id, tok.bos_token_id, tok.eos_token_id],
+                        "len": len(tok), "chat_template": tok.chat_template})
     assert not any(m.split(".")[0] == "hatchlings" for m in sys.modules)
-    print(json.dumps({"samples": [tok(s)["input_ids"] for s in json.loads(sys.argv[2])],
-                      "special": [tok.pad_token_id, tok.bos_token_id, tok.eos_token_id],
-                      "len": len(tok), "chat_template": tok.chat_template}))
+    print(json.dumps(results))
     """
 )
+
+
+def load_in_clean_room(folders: list, samples: list[str], cwd) -> list[dict]:
+    """Load each saved tokenizer folder with plain AutoTokenizer in a process that cannot import hatchlings
+    (one process for all: starting Transformers is the slow part); per folder, what it encoded and holds."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    code = f"REPO = {repo!r}\n" + CLEAN_ROOM_CHILD
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(samples), *map(str, folders)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_load_without_hatchlings(tok, tmp_path):
     save_dir = tmp_path / "tok"
     tok.save_pretrained(save_dir)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    code = f"REPO = {repo!r}\n" + _CHILD
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(save_dir), json.dumps(SAMPLES)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    [out] = load_in_clean_room([save_dir], SAMPLES, tmp_path)
     assert out["samples"] == [tok(s)["input_ids"] for s in SAMPLES]
     assert (out["special"], out["len"]) == ([PAD, BOS, EOS], 259)
     assert out["chat_template"] == CHAT_TEMPLATE

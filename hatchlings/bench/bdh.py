@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .reference_bdh import model_weights, reference_bdh
+from ..reference.bdh import model_weights, reference_bdh
 from .runner import Report, Table, generation_timing, median_seconds
 
 TINY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, mlp_internal_dim_multiplier=16,

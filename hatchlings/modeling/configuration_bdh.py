@@ -29,6 +29,9 @@ class BdhConfig(PreTrainedConfig):
         initializer_range: std of the normal init of every weight.
         attn_chunk_size: tokens per chunk of the chunked parallel attention (speed/memory knob only;
             results do not depend on it).
+        handwritten_backward: use the hand-written backward passes (less memory and time on CPU). False runs
+            the same forward math in plain torch ops and lets autograd differentiate it: for debugging, for
+            torch.compile experiments and for devices the hand-written passes were not tried on.
     """
 
     model_type = "hatchlings_bdh"
@@ -45,6 +48,7 @@ class BdhConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     attn_chunk_size: int = 64
+    handwritten_backward: bool = True
     use_cache: bool = True
     pad_token_id: int | None = 256
     bos_token_id: int | None = 257
@@ -73,6 +77,8 @@ class BdhConfig(PreTrainedConfig):
                 raise ValueError(f"BdhConfig.{name} must be a positive integer, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"BdhConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.handwritten_backward, bool):
+            raise ValueError(f"BdhConfig.handwritten_backward must be true or false, got {self.handwritten_backward!r}")
         for name in ("rope_theta", "layer_norm_eps", "initializer_range"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:

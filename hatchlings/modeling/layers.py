@@ -6,6 +6,7 @@ transformers, never the rest of hatchlings.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -80,3 +81,38 @@ def positions_from_mask(attention_mask: torch.Tensor | None, batch: int, length:
     if offset is not None:
         pos = pos + offset.to(device)[:, None]
     return pos
+
+
+# ------------------------------------------------------------- helpers of hand-written autograd Functions
+
+def record_autocast(forward):
+    """Decorates an autograd.Function's forward to note the autocast state it runs under, for `replay_autocast`.
+
+    torch.amp.custom_fwd/custom_bwd do the same but fix the device type when the class is defined; these take
+    it from the first tensor argument, so one Function serves CPU and GPU.
+    """
+    @functools.wraps(forward)
+    def wrapped(ctx, *args):
+        device = next(arg.device.type for arg in args if isinstance(arg, torch.Tensor))
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        return forward(ctx, *args)
+    return wrapped
+
+
+def replay_autocast(backward):
+    """Decorates an autograd.Function's backward to run under the autocast state of its forward (autograd runs
+    it outside any autocast region): under mixed precision its products then take the same bfloat16/float16
+    operands as the forward's, instead of failing on bfloat16 saved tensors against float32 gradients."""
+    @functools.wraps(backward)
+    def wrapped(ctx, *grads):
+        with torch.autocast(ctx.autocast[0], dtype=ctx.autocast[1], enabled=ctx.autocast[2]):
+            return backward(ctx, *grads)
+    return wrapped
+
+
+def zero_where_inactive_(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
+    """grad *= (relu_out > 0) in place and returns grad: ReLU's own backward kernel writing into its input.
+
+    One pass and no allocation; `grad.masked_fill_(relu_out == 0, 0)` would also allocate the mask.
+    """
+    return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)

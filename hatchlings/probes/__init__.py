@@ -1,8 +1,10 @@
 """`hatchlings probe <arch> <what> MODEL_DIR`: analyses that test an architecture's claims on a trained model.
 
-For BDH: `sparsity` (few neurons active per token), `neurons` (monosemantic neurons, against a GPT-2
-baseline) and `state` (working memory held in the Hebbian synaptic state). Each probe is a callable in
-`PROBES` that takes the parsed arguments and returns (tables, matplotlib figure or None); `run` writes
+Each architecture's record names the probes it offers (`probes`: name -> "module:function"), so probes are
+keyed (arch, probe): `hatchlings probe hrm sparsity` reaches HRM's sparsity probe or says that HRM has none,
+never BDH's code. For BDH: `sparsity` (few neurons active per token), `neurons` (monosemantic neurons,
+against a GPT-2 baseline), `state` (working memory held in the Hebbian synaptic state), `merge`, `scaling`.
+A probe takes the parsed arguments and returns (tables, matplotlib figure or None); `run` writes
 them as `<arch>-<what>.md/.json/.png` into the output folder and prints the tables. A claim that does not
 hold at a model's scale is reported as measured, not treated as an error.
 """
@@ -12,13 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..architectures import RECORDS, resolve
 from ..bench.runner import write_results
 from ..training.errors import UsageError
-from . import common, merge, neurons, scaling, sparsity, state
-
-ARCHITECTURES = ("bdh",)
-PROBES = {"sparsity": sparsity.run, "neurons": neurons.run, "state": state.run, "merge": merge.run,
-          "scaling": scaling.run}
+from . import common, merge, scaling
 _NOT_IN_COMMAND = ("command", "arch", "what", "model", "output_dir")  # do not change the results
 
 
@@ -33,10 +32,12 @@ class _JoinRepeated(argparse.Action):
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The `hatchlings probe` flags: shared ones once, then one group per probe that has its own."""
-    parser.add_argument("arch", help=f"architecture of the model ({', '.join(ARCHITECTURES)})")
-    parser.add_argument("what", help=f"probe to run ({', '.join(PROBES)})")
+    parser.add_argument("arch", help=f"architecture of the model ({', '.join(RECORDS)})")
+    parser.add_argument("what", help="probe to run (" + "; ".join(
+        f"{arch}: {', '.join(record.probes) or 'none'}" for arch, record in RECORDS.items()) + ")")
     parser.add_argument("model", help="folder written by train.py")
-    parser.add_argument("--file", default=None, help="UTF-8 text to probe with (default: Python's own docs)")
+    parser.add_argument("--file", default=None, help="UTF-8 text to probe with (default: tiny Shakespeare, "
+                                                     "fetched by `hatchlings data get tinyshakespeare`)")
     parser.add_argument("--block_size", type=int, default=common.DEFAULT_BLOCK_SIZE, help="tokens per block")
     parser.add_argument("--max_tokens", type=int, default=common.DEFAULT_MAX_TOKENS,
                         help="tokens probed, as blocks spread evenly over the text")
@@ -74,12 +75,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the probe, write `<arch>-<what>.md/.json/.png`, print its tables; 0 on success."""
     import torch
 
-    if args.arch not in ARCHITECTURES:
-        raise UsageError(f"no probes for architecture {args.arch!r}; available: {', '.join(ARCHITECTURES)}")
-    if args.what not in PROBES:
-        raise UsageError(f"unknown probe {args.what!r}; available: {', '.join(PROBES)}")
+    if args.arch not in RECORDS:
+        raise UsageError(f"no probes for architecture {args.arch!r}: it is not registered (known: "
+                         f"{', '.join(RECORDS)})")
+    offered = RECORDS[args.arch].probes
+    if args.what not in offered:
+        raise UsageError(f"unknown probe {args.what!r} for {args.arch}; it offers: {', '.join(offered) or 'none'}")
     torch.manual_seed(args.seed)
-    tables, figure = PROBES[args.what](args)
+    tables, figure = resolve(offered[args.what])(args)
     name = f"{args.arch}-{args.what}"
     output = Path(args.output_dir) if args.output_dir else Path(args.model) / "probes"
     paths = list(write_results(name, tables, output, _command(args), heading="Probe"))
@@ -92,4 +95,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ARCHITECTURES", "PROBES", "add_arguments", "run"]
+__all__ = ["add_arguments", "run"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -21,7 +20,6 @@ from ..training.errors import UsageError
 
 DEFAULT_BLOCK_SIZE = 256
 DEFAULT_MAX_TOKENS = 32_768  # 128 blocks of 256: about a minute of reference forward passes on 2 CPU cores
-EMBEDDED_NAME = "embedded Python docs (pydoc_data)"
 
 BYTE_CLASSES = ("lowercase", "uppercase", "digit", "space", "newline", "punctuation", "other")
 WORD = re.compile(rb"[A-Za-z]+(?:'[A-Za-z]+)*")
@@ -64,13 +62,12 @@ def load_model(folder, model_type: str | None, role: str = "model"):
 
 
 def load_corpus(file: str | None) -> Corpus:
-    """The text of `file` (UTF-8), or Python's own documentation when no file is given."""
+    """The text of `file` (UTF-8), or tiny Shakespeare from the data folder when no file is given (the play
+    the speaker concepts are made for, and the text the published probe results use)."""
+    from ..data_sources import default_file
     from ..evaluation import read_text
 
-    if file is None:
-        from ..training.data import embedded_corpus
-
-        return _corpus(EMBEDDED_NAME, "\n\n".join(embedded_corpus()["text"]).encode("utf-8"))
+    file = default_file("tinyshakespeare") if file is None else file
     return _corpus(str(file), read_text(file).encode("utf-8"))
 
 

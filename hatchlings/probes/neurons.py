@@ -23,7 +23,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from ..bench.reference_bdh import model_weights, reference_bdh
+from ..reference.bdh import model_weights, reference_bdh
 from ..bench.runner import Table
 from ..plotting import new_figure
 from ..training.errors import UsageError

@@ -4,7 +4,7 @@ BDH's claim is sparse positive activations: after the ReLUs only a few percent o
 (encoder) and y (attention readout) are non-zero. The mean alone hides whether every token uses a few
 neurons or a few tokens use many, so the per-token distribution is reported too (percentiles, histogram),
 plus the mean per byte class and the neurons that never fire. Activations come from the reference
-equations (hatchlings.bench.reference_bdh); the model's own `output_sparsity` statistic is measured on the
+equations (hatchlings.reference.bdh); the model's own `output_sparsity` statistic is measured on the
 same blocks as a cross-check that both count the same thing.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..bench.reference_bdh import model_weights, reference_bdh
+from ..reference.bdh import model_weights, reference_bdh
 from ..bench.runner import Table
 from ..plotting import new_figure
 from . import common

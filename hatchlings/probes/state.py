@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..bench.reference_bdh import model_weights, reference_bdh
+from ..reference.bdh import model_weights, reference_bdh
 from ..bench.runner import Table
 from ..modeling.modeling_bdh import STATE
 from ..plotting import new_figure

@@ -14,8 +14,13 @@ Why a ``tokenizers`` BPE model rather than a hand-written Python class?
     Wrapping a ``tokenizers.Tokenizer`` in ``PreTrainedTokenizerFast`` means
     ``save_pretrained`` writes a plain ``tokenizer.json`` +
     ``tokenizer_config.json`` + ``chat_template.jinja``, which
-    ``AutoTokenizer.from_pretrained`` loads with stock Transformers -- no
-    ``trust_remote_code`` and no need for ``hatchlings`` to be importable.
+    ``PreTrainedTokenizerFast.from_pretrained`` loads with stock Transformers --
+    no ``trust_remote_code`` and no need for ``hatchlings`` to be importable.
+    ``AutoTokenizer.from_pretrained`` does too on a folder of these files alone;
+    on a model folder it first reads config.json through ``AutoConfig`` (Transformers
+    5.23), whose ``auto_map`` names remote code, so it needs ``trust_remote_code=True``
+    there (without it: a 15 s y/N prompt, then a config warning) although the
+    tokenizer it builds is this same stock class.
 
 Special tokens (appended after the 256 bytes):
     ``<|pad|>`` = 256, ``<|bos|>`` = 257, ``<|eos|>`` = 258 (vocab size 259).
@@ -116,12 +121,17 @@ def _build_backend() -> Tokenizer:
     # segment ("<|bos|> A <|bos|> B", token types 0/1), i.e. two concatenated
     # documents.  apply_chat_template encodes with add_special_tokens=False,
     # so the bos there comes only from the template's ``{{ bos_token }}``.
-    backend.post_processor = processors.TemplateProcessing(
+    backend.post_processor = bos_post_processor(257)
+    return backend
+
+
+def bos_post_processor(bos_id: int) -> processors.TemplateProcessing:
+    """Prepend bos to every encoded text (one per segment of a pair); see `_build_backend` for why."""
+    return processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A:0",
         pair=f"{BOS_TOKEN} $A:0 {BOS_TOKEN}:1 $B:1",
-        special_tokens=[(BOS_TOKEN, 257)],
+        special_tokens=[(BOS_TOKEN, bos_id)],
     )
-    return backend
 
 
 def build_byte_tokenizer(model_max_length: int = 1_000_000) -> PreTrainedTokenizerFast:
@@ -137,8 +147,13 @@ def build_byte_tokenizer(model_max_length: int = 1_000_000) -> PreTrainedTokeniz
     Padding defaults to the right (training); generation code may set
     ``tok.padding_side = "left"``.
     """
+    return wrap_backend(_build_backend(), model_max_length)
+
+
+def wrap_backend(backend: Tokenizer, model_max_length: int = 1_000_000) -> PreTrainedTokenizerFast:
+    """A hatchlings backend (pad/bos/eos named as here) as the stock class every kind saves and loads as."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=_build_backend(),
+        tokenizer_object=backend,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,

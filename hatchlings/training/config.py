@@ -9,7 +9,10 @@ A preset has four sections, every key checked so a typo fails at start-up rather
     generation: {prompt: "...", max_new_tokens: 200}  # the sample printed after training
     optimization: {name: muon, wiener_snr: true, label_smoothing: 0.1, ema_decay: 0.999, ...}  # optional
     card:       {license: apache-2.0, datasets: [karpathy/tiny_shakespeare]}  # optional Hub metadata
+    tokenizer:  {kind: bpe, vocab_size: 4096, min_frequency: 2}  # optional; default: the architecture's kind
+    lora:       {r: 8, alpha: 16, targets: [q_proj, v_proj]}  # optional: train a LoRA adapter (needs peft)
 
+`--tokenizer KIND`, `--vocab_size N` and `--min_frequency N` override the tokenizer section.
 On the command line, `--train_file`, `--validation_file` and the other DataConfig fields override the
 data section, and every other `--flag value` is a TrainingArguments flag (parsed by Transformers' own
 HfArgumentParser, after the YAML values, so the command line wins).
@@ -26,8 +29,10 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..modeling import config_class_for
-from .data import DataConfig
+from ..architectures import config_class_for
+from ..tokenization import TOKENIZER_KINDS
+from .adapters import LoraSettings, add_lora_flags, lora_settings
+from .text import DataConfig
 from .errors import UsageError
 from .optim import OptimConfig
 
@@ -43,9 +48,35 @@ class RunConfig:
     card: dict = dataclasses.field(default_factory=dict)  # license, datasets (Hub ids) for the model card
     resume: bool = False  # continue from the newest checkpoint in output_dir
     init_from: str | None = None  # start from the weights and tokenizer of an exported model folder
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=lambda: TokenizerConfig())
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)  # r > 0: train a LoRA adapter only
 
 
-SECTIONS = {"architecture", "model", "data", "training", "generation", "optimization", "card"}
+@dataclasses.dataclass
+class TokenizerConfig:
+    """Which tokenizer a fresh run builds (byte, char, word, bpe) and its vocabulary's limits.
+
+    kind None: the architecture record's kind, or with --init_from the export's own tokenizer."""
+
+    kind: str | None = None
+    vocab_size: int | None = None  # word and bpe: the cap, specials included
+    min_frequency: int | None = None  # char, word, bpe: rarer characters/words are left out
+
+    def __post_init__(self):
+        if self.kind is not None and self.kind not in TOKENIZER_KINDS:
+            raise UsageError(f"tokenizer.kind must be one of {', '.join(TOKENIZER_KINDS)}, got {self.kind!r}")
+        for name in ("vocab_size", "min_frequency"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                setattr(self, name, int(value))
+            except (TypeError, ValueError):
+                raise UsageError(f"tokenizer.{name} must be a whole number, got {value!r}") from None
+
+
+SECTIONS = {"architecture", "model", "data", "training", "generation", "optimization", "card", "tokenizer",
+            "lora"}
 CARD_KEYS = {"license", "datasets"}  # Hub metadata of the exported model card
 GENERATION_KEYS = {"prompt", "max_new_tokens", "temperature", "top_k"}
 
@@ -83,19 +114,29 @@ def load_preset(path: str | None) -> dict:
     return preset
 
 
-def parse_run_config(argv: list[str]) -> RunConfig:
-    """Build the run from `--config preset.yaml` plus overrides; raise UsageError on anything wrong."""
-    parser = argparse.ArgumentParser(prog="train.py", add_help=True, allow_abbrev=False,
+def parse_run_config(argv: list[str], prog: str = "train.py") -> RunConfig:
+    """Build the run from `--config preset.yaml` plus overrides; raise UsageError on anything wrong.
+
+    `prog` is the command the user typed (`hatchlings train` or `train.py`), for --help and usage errors."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=True, allow_abbrev=False,
                                      description="Train a hatchlings model (any TrainingArguments flag is accepted).")
     parser.add_argument("--config", help="YAML preset, e.g. configs/bdh-tiny.yaml")
     parser.add_argument("--architecture", help="architecture id (overrides the preset)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument("--init_from", help="exported model folder to start from (continual learning)")
+    parser.add_argument("--tokenizer", dest="tokenizer_kind", help=f"tokenizer kind: {', '.join(TOKENIZER_KINDS)}")
+    parser.add_argument("--vocab_size", dest="tokenizer_vocab_size", help="word/bpe vocabulary cap")
+    parser.add_argument("--min_frequency", dest="tokenizer_min_frequency", help="char/word/bpe: drop rarer entries")
     for field in dataclasses.fields(DataConfig):
-        parser.add_argument(f"--{field.name}", nargs="+" if field.name.endswith("_file") else None, default=None)
+        if isinstance(field.default, bool):  # a switch: `--allow_binary` alone turns it on
+            parser.add_argument(f"--{field.name}", action="store_true", default=None)
+        else:
+            parser.add_argument(f"--{field.name}", nargs="+" if field.name.endswith("_file") else None,
+                                default=None)
     for field in dataclasses.fields(OptimConfig):  # `name` is --optimizer: --optim is TrainingArguments'
         parser.add_argument("--optimizer" if field.name == "name" else f"--{field.name}", dest=f"optimization_{field.name}",
                             default=None)
+    add_lora_flags(parser)
     args, rest = parser.parse_known_args(argv)
     preset = load_preset(args.config)
     source = args.config or "command line"
@@ -140,7 +181,22 @@ def parse_run_config(argv: list[str]) -> RunConfig:
     generation = dict(preset.get("generation") or {})
     _check_keys("generation", generation, GENERATION_KEYS, source)
     return RunConfig(arch, model, data, training, generation, OptimConfig(**optimization), card=card,
-                     resume=args.resume, init_from=args.init_from)
+                     resume=args.resume, init_from=args.init_from,
+                     tokenizer=_tokenizer_config(preset, args, source),
+                     lora=lora_settings(preset.get("lora") or {}, args, source))
+
+
+def _tokenizer_config(preset: dict, args, source: str) -> TokenizerConfig:
+    """The tokenizer section with its flags applied; with --init_from only `kind` may be given (to check it)."""
+    values = dict(preset.get("tokenizer") or {})
+    _check_keys("tokenizer", values, {f.name for f in dataclasses.fields(TokenizerConfig)}, source)
+    for field in dataclasses.fields(TokenizerConfig):
+        if getattr(args, f"tokenizer_{field.name}") is not None:
+            values[field.name] = getattr(args, f"tokenizer_{field.name}")
+    tokenizer = TokenizerConfig(**values)
+    if args.init_from and (tokenizer.vocab_size or tokenizer.min_frequency):
+        raise UsageError("--init_from continues with the exported tokenizer: remove vocab_size and min_frequency")
+    return tokenizer
 
 
 def _exported_architecture(folder: str) -> str:
@@ -158,4 +214,7 @@ def _parse_training_args(flags: list[str]) -> TrainingArguments:
         raise UsageError(f"invalid training arguments: {err}") from None
     if unknown:
         raise UsageError(f"unknown argument(s): {' '.join(unknown)}")
+    if training.max_steps == 0 or training.max_steps < -1:  # Transformers would quietly train by epochs
+        raise UsageError(f"--max_steps must be a positive number of steps, or -1 to train for "
+                         f"num_train_epochs, got {training.max_steps}")
     return training

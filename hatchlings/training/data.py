@@ -22,91 +22,24 @@ validation"). Text files larger than `streaming_threshold_mb` are never read int
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
 
 import pyarrow.compute as pc
-from datasets import (Dataset, DatasetDict, Features, IterableDataset, List, Value, concatenate_datasets,
-                      load_dataset, load_from_disk)
+from datasets import (Dataset, DatasetDict, Features, IterableDataset, Value, concatenate_datasets, load_dataset,
+                      load_from_disk)
 
 from ..tokenization import is_byte_tokenizer
 from .errors import UsageError
+from .streaming import streamed_train, streamed_validation
+from .text import (MAP_BATCH, ROW_FEATURES, TOKEN_FEATURES, DataConfig, Source, TextStats, bad_utf8_line,
+                   check_not_binary, encode_text, is_streamed, raw_byte_batches, resolve_sources)
 
 logger = logging.getLogger(__name__)
 
-MAP_BATCH = 10_000  # rows per map batch; packing drops at most one partial block per batch
-TEXT_SUFFIXES = (".txt", ".md")  # what a plain folder contributes
-JSON_SUFFIXES = (".json", ".jsonl")
-DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # written by save_to_disk
-TOKEN_FEATURES = Features({"input_ids": List(Value("int32")), "n_bytes": Value("int64"), "n_tokens": Value("int64")})
-ROW_FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
-                         "attention_mask": List(Value("int8"))})
 EXAMPLE_FEATURES = Features({**ROW_FEATURES, "n_bytes": Value("int64"), "n_tokens": Value("int64"),
                              "truncated": Value("bool")})
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where the text comes from and how it is cut into training rows."""
-
-    train_file: list[str] | None = None  # files/folders; None = Python's own documentation (pydoc_data)
-    validation_file: list[str] | None = None  # None = hold out the last `validation_fraction` of rows
-    block_size: int = 256
-    validation_fraction: float = 0.1
-    max_eval_blocks: int | None = 64  # cap on validation blocks scored during training (None = all)
-    text_field: str = "text"  # the document field of JSON records and save_to_disk datasets
-    num_proc: int = 0  # processes for tokenizing (0 = no multiprocessing); the result is the same
-    streaming_threshold_mb: int = 256  # text files larger than this are streamed, not loaded (0 = stream all)
-
-    def __post_init__(self):
-        for name in ("train_file", "validation_file"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                setattr(self, name, [value])
-        if self.block_size < 2:
-            raise UsageError(f"data.block_size must be >= 2, got {self.block_size}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise UsageError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if self.num_proc < 0 or self.streaming_threshold_mb < 0:
-            raise UsageError("data.num_proc and data.streaming_threshold_mb must be >= 0")
-        if not self.text_field:
-            raise UsageError("data.text_field must not be empty")
-        for path in (self.train_file or []) + (self.validation_file or []):
-            if not Path(path).exists():
-                raise UsageError(f"data file not found: {path}")
-
-
-@dataclasses.dataclass
-class TextStats:
-    """How many UTF-8 bytes the *scored* tokens stand for, to turn nats/token into bits/byte.
-
-    Plain text: every token is scored; bytes are the text's, eos counts as a token of 0 bytes. Instruction
-    data: only the answer tokens (and their closing eos) are scored, so only they count, with the bytes they
-    decode to; the prompt is neither predicted nor counted. The eval loss is a mean over scored tokens, so
-    this ratio is what makes bits/byte mean "bits per byte of text the model had to predict".
-    """
-
-    bytes: int
-    tokens: int
-
-    @property
-    def bytes_per_token(self) -> float:
-        return self.bytes / max(self.tokens, 1)
-
-    def __iadd__(self, other: TextStats) -> TextStats:
-        """In place, so a generator can keep a count its caller reads afterwards."""
-        self.bytes, self.tokens = self.bytes + other.bytes, self.tokens + other.tokens
-        return self
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """One input: kind is "text" (a plain-text file), "json", "disk" (save_to_disk) or "embedded"."""
-
-    kind: str
-    path: str
 
 
 def embedded_corpus() -> Dataset:
@@ -118,48 +51,11 @@ def embedded_corpus() -> Dataset:
 
 # ----------------------------------------------------------------------------------------------- inputs
 
-def resolve_sources(paths: list[str]) -> list[Source]:
-    """Each given path as sources in order: a plain folder expands to its sorted *.txt / *.md files."""
-    sources = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            if any((path / marker).is_file() for marker in DISK_MARKERS):
-                sources.append(Source("disk", given))
-                continue
-            files = sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES),
-                           key=lambda p: p.relative_to(path).parts)
-            if not files:
-                raise UsageError(f"no *.txt or *.md files in folder {given}")
-            sources += [Source("text", str(p)) for p in files]
-        else:
-            if path.stat().st_size == 0:
-                raise UsageError(f"data file is empty: {given}")
-            sources.append(Source("json" if path.suffix.lower() in JSON_SUFFIXES else "text", given))
-    return sources
-
-
-def _streams(source: Source, data: DataConfig) -> bool:
-    return source.kind == "text" and Path(source.path).stat().st_size > data.streaming_threshold_mb * 2**20
-
-
-def _bad_utf8_line(path: str) -> str | None:
-    """`file:line` of the first line that is not UTF-8, scanning bytes line by line (only after a failure)."""
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                return (f"{path}:{lineno}: not valid UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1}); "
-                        "text files must be UTF-8, re-encode it (e.g. iconv -f latin1 -t utf-8)")
-    return None
-
-
 def _load_lines(path: str) -> Dataset:
     try:
         return load_dataset("text", data_files=[path], keep_linebreaks=True, split="train")
     except Exception as err:  # datasets wraps decode errors in several exception types
-        raise UsageError(_bad_utf8_line(path) or f"cannot read {path} as UTF-8 text: {err}") from None
+        raise UsageError(bad_utf8_line(path) or f"cannot read {path} as UTF-8 text: {err}") from None
 
 
 def _record_problem(record, text_field: str, instruction: bool) -> str | None:
@@ -251,19 +147,17 @@ def _record_error(source: Source, records: Dataset, text_field: str, instruction
 
 # ---------------------------------------------------------------------------------------------- tokens
 
-def _encode_text(batch, tokenizer, field: str, eos_per_row: bool):
-    """Raw text is bytes, not markup: `split_special_tokens` keeps a literal "<|eos|>" in a file as text."""
-    texts = batch[field]
-    ids = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    if eos_per_row:
-        ids = [row + [tokenizer.eos_token_id] for row in ids]
-    return {"input_ids": ids, "n_bytes": [len(t.encode("utf-8")) for t in texts], "n_tokens": [len(r) for r in ids]}
+def _answer_stats(text: str, offsets, labels: list[int], tokenizer) -> TextStats:
+    """Bytes and tokens of the scored tokens, the bytes measured on the text through the token offsets.
 
+    Decoding the tokens instead (`_scored_stats`) counts no bytes for a word-level `<|unk|>`, whose word is
+    still text the model had to predict. bos, eos and pad stand for no text: their markup counts 0 bytes."""
+    from ..evaluation import token_bytes  # evaluation imports this package: not at the top
 
-def _scored_stats(row: dict, tokenizer) -> TextStats:
-    """Bytes and tokens of one row's scored (label != -100) tokens."""
-    scored = [t for t in row["labels"] if t != -100]
-    return TextStats(len(tokenizer.decode(scored, skip_special_tokens=True).encode("utf-8")), len(scored))
+    control = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+    n_bytes = token_bytes(text, offsets[:len(labels)])  # (len(labels),)
+    scored = [i for i, label in enumerate(labels) if label != -100]
+    return TextStats(int(sum(n_bytes[i] for i in scored if labels[i] not in control)), len(scored))
 
 
 def _stats(dataset: Dataset) -> TextStats:
@@ -272,23 +166,14 @@ def _stats(dataset: Dataset) -> TextStats:
 
 
 def _tokenize(dataset: Dataset, tokenizer, data: DataConfig, field: str, eos_per_row: bool) -> Dataset:
-    return dataset.map(_encode_text, batched=True, batch_size=MAP_BATCH, remove_columns=dataset.column_names,
+    return dataset.map(encode_text, batched=True, batch_size=MAP_BATCH, remove_columns=dataset.column_names,
                        num_proc=data.num_proc or None, features=TOKEN_FEATURES, desc="tokenizing",
                        fn_kwargs={"tokenizer": tokenizer, "field": field, "eos_per_row": eos_per_row})
 
 
-def _raw_byte_batches(path: str):
-    """Encoded batches of a file's lines for a byte tokenizer, read in binary: every byte is its token id,
-    so text that is not UTF-8 is kept as it is (and nothing is decoded at all)."""
-    with open(path, "rb") as f:
-        while lines := f.readlines(1 << 20):  # about 1 MB of lines at a time
-            sizes = [len(line) for line in lines]
-            yield {"input_ids": [list(line) for line in lines], "n_bytes": sizes, "n_tokens": sizes}
-
-
 def _raw_byte_lines(path: str) -> Dataset:
     def rows():
-        for batch in _raw_byte_batches(path):
+        for batch in raw_byte_batches(path):
             yield from ({"input_ids": ids, "n_bytes": n, "n_tokens": n}
                         for ids, n in zip(batch["input_ids"], batch["n_bytes"]))
 
@@ -302,7 +187,7 @@ def _text_file_tokens(path: str, tokenizer, data: DataConfig) -> Dataset:
     try:
         tokens = _tokenize(_load_lines(path), tokenizer, data, "text", eos_per_row=False)
     except UsageError:
-        if not (is_byte_tokenizer(tokenizer) and _bad_utf8_line(path)):
+        if not (is_byte_tokenizer(tokenizer) and bad_utf8_line(path)):
             raise
         tokens = _raw_byte_lines(path)
     eos = Dataset.from_dict({"input_ids": [[tokenizer.eos_token_id]], "n_bytes": [0], "n_tokens": [1]},
@@ -347,13 +232,13 @@ def _encode_instructions(batch, tokenizer, block_size: int):
     eos = tokenizer.eos_token_id
     pad = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
     out = {k: [] for k in EXAMPLE_FEATURES}
-    for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"]):
+    for prompt, text, ids, offsets in zip(prompts, texts, encoded["input_ids"], encoded["offset_mapping"]):
         start = sum(1 for _, end in offsets if end <= len(prompt))  # tokens wholly inside the prompt
         after = [i for i in range(start, len(ids)) if ids[i] == eos]
         stop = after[-1] + 1 if after else len(ids)  # the closing eos is scored; the newline after is not
         labels = [-100] * start + ids[start:stop] + [-100] * (len(ids) - stop)
         ids, labels = ids[:block_size], labels[:block_size]
-        stats = _scored_stats({"labels": labels}, tokenizer)
+        stats = _answer_stats(text, offsets, labels, tokenizer)
         if not stats.tokens:  # the prompt alone fills the block: nothing to learn from this example
             continue
         padding = block_size - len(ids)
@@ -386,6 +271,7 @@ def _instruction_rows(records: Dataset, source: Source, tokenizer, data: DataCon
 def _piece(source: Source, tokenizer, data: DataConfig) -> tuple[str, Dataset, TextStats]:
     """One in-memory source as ("tokens", token rows to pack) or ("examples", finished padded rows)."""
     if source.kind == "text":
+        check_not_binary(source.path, data)
         tokens = _text_file_tokens(source.path, tokenizer, data)
         return "tokens", tokens, _stats(tokens)
     records = _load_records(source, data.text_field)
@@ -432,28 +318,28 @@ def prepare_rows(sources: list[Source], tokenizer, data: DataConfig) -> tuple[Da
     return concatenate_datasets(parts), stats
 
 
-# ------------------------------------------------------------------------------------------- streaming
+# ---------------------------------------------------------------------------------------------- public
 
 def build_datasets(data: DataConfig, tokenizer) -> tuple[Dataset | IterableDataset, Dataset, TextStats]:
     """Train and validation rows plus the bytes-per-token of the scored validation text.
 
     The training set is an `IterableDataset` (no length) when a training text file is larger than
     `streaming_threshold_mb`; the validation set is always a `Dataset`."""
-    from .streaming import streamed_train, streamed_validation  # it builds on this module
-
     train_sources = [Source("embedded", "pydoc_data.topics")] if data.train_file is None \
         else resolve_sources(data.train_file)
     val_sources = resolve_sources(data.validation_file) if data.validation_file else []
     if val_sources:
-        make = streamed_validation if any(_streams(s, data) for s in val_sources) else prepare_rows
-        validation, val_stats = make(val_sources, tokenizer, data)
-    big = [s.path for s in train_sources if _streams(s, data)]
+        if any(is_streamed(s, data) for s in val_sources):
+            validation, val_stats = streamed_validation(val_sources, tokenizer, data, _piece)
+        else:
+            validation, val_stats = prepare_rows(val_sources, tokenizer, data)
+    big = [s.path for s in train_sources if is_streamed(s, data)]
     if big and not val_sources:
         raise UsageError(f"{big[0]} is larger than streaming_threshold_mb={data.streaming_threshold_mb}, so it is "
                          "streamed rather than loaded, and a stream's last fraction is only known after reading "
                          "all of it: give a validation_file (or raise streaming_threshold_mb)")
     if big:
-        train, n_train = streamed_train(train_sources, tokenizer, data), "a stream of"
+        train, n_train = streamed_train(train_sources, tokenizer, data, _piece), "a stream of"
     else:
         train, train_stats = prepare_rows(train_sources, tokenizer, data)
         if not val_sources:  # the last fraction of the rows, so the split never depends on a seed

@@ -7,6 +7,7 @@ config (a reader sees the old file or the new one, never a torn one).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -14,15 +15,10 @@ from pathlib import Path
 
 from transformers import GenerationConfig
 
+from ..architectures import record_for
 from ..model_cards import build_model_card, last_sparsity, plot_loss_curve, plot_sparsity_curve
+from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON
 from .errors import UsageError
-
-ARCHITECTURE_SUMMARIES = {
-    "bdh": ("BDH (Baby Dragon Hatchling; Kosowski et al., 2025): one block of weights shared by every layer, "
-            "sparse positive ReLU neurons, and a linear attention whose running sum is a Hebbian synaptic "
-            "state, so generation costs the same per token at any context length."),
-}
-
 
 def default_generation_config(model) -> GenerationConfig:
     """Sampling defaults for the Hub widget and `pipeline`; callers can still pass do_sample=False."""
@@ -35,11 +31,15 @@ def default_generation_config(model) -> GenerationConfig:
 def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, architecture: str,
                       train_info: dict, eval_results: dict, log_history: list[dict],
                       widget_prompts: list[str], datasets: list[str] | None = None,
-                      license: str = "apache-2.0") -> Path:
+                      license: str = "apache-2.0", instruction_tuned: bool = False) -> Path:
     """Save `model` + `tokenizer` + generation config + loss curve + model card into `output_dir`.
 
+    `eval_results` may say what its figures and the curve's periodic validation points were measured on
+    (model_cards.card.EVALUATED_ON / CURVE_EVALUATED_ON): the card's table and the curve's legend repeat it.
     When `log_history` holds neuron-sparsity entries (training.sparsity), `sparsity_curve.png` is written
     too and the card gets a sparsity section; otherwise neither exists.
+    `instruction_tuned` (the training data held instruction examples) is written into config.json, so
+    `hatchlings chat` knows to talk through the tokenizer's chat template rather than continue plain text.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,13 +47,16 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
     try:
         model.generation_config = default_generation_config(model)
         model.config.use_cache = True  # Trainer switches it off while training; inference wants the cache
+        model.config.instruction_tuned = bool(instruction_tuned)  # overwrites what an --init_from export said
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        curve = "loss_curve.png" if plot_loss_curve(log_history, staging / "loss_curve.png") else None
+        curve = "loss_curve.png" if plot_loss_curve(
+            log_history, staging / "loss_curve.png", validation_data=eval_results.get(CURVE_EVALUATED_ON),
+            final_data=eval_results.get(EVALUATED_ON)) else None
         sparsity_curve = ("sparsity_curve.png" if plot_sparsity_curve(log_history, staging / "sparsity_curve.png")
                           else None)
         card = build_model_card(model=model, repo_name=out.resolve().name, architecture=architecture,
-                                summary=ARCHITECTURE_SUMMARIES.get(architecture, architecture),
+                                summary=record_for(architecture).summary,
                                 train_info=train_info, eval_results=eval_results,
                                 widget_prompts=widget_prompts, datasets=datasets, license=license,
                                 loss_curve=curve, sparsity_curve=sparsity_curve,
@@ -84,4 +87,25 @@ def load_model_folder(folder: str | os.PathLike):
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise UsageError(f"not a saved model folder (no config.json): {folder}")
+    _check_weights(folder)
     return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def _check_weights(folder: Path) -> None:
+    """Refuse a folder whose weights are missing or torn (an interrupted copy or download) before
+    Transformers does so with a long traceback. Opening a safetensors file reads only its header, which
+    also checks that the file is exactly as long as the header says."""
+    from safetensors import SafetensorError, safe_open
+
+    index = folder / "model.safetensors.index.json"  # a sharded save lists its files here
+    names = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
+        else ["model.safetensors"]
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise UsageError(f"the weights of model folder {folder} are missing: no file {path}")
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError as err:
+            raise UsageError(f"the weights of model folder {folder} are damaged: {path} ({err})") from None

@@ -17,11 +17,15 @@ import torch
 from transformers import AutoModelForCausalLM, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..modeling import config_class_for
-from ..tokenization import build_byte_tokenizer
+from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON, FINAL_EVAL_PREFIX
+from ..architectures import config_class_for, record_for
+from ..tokenization import build_tokenizer, expand_char_vocab, tokenizer_kind
+from ..tokenization.corpus import CorpusSample
+from ..tokenization.resize import resize_for_new_tokens
 from .config import RunConfig, parse_run_config
 from .data import build_datasets
 from .ema import EmaCallback
+from .adapters import adapter_exporter, check_checkpoint_kind, prepare_adapter
 from .export import export_hub_folder, load_model_folder
 from .losses import make_compute_loss
 from .optim import build_optimizer
@@ -71,23 +75,54 @@ def _train_info(run: RunConfig, trainer, n_train_blocks: str, seconds: float) ->
 
 def sample(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
            top_k: int = 50) -> str:
-    """Continue `prompt` by sampling: the quick look at what the model learned."""
+    """Continue `prompt` (as `hatchlings generate` would): the quick look at what the model learned."""
+    from ..generation import generate_text  # it imports training.errors, so not at the top (a cycle)
+
     model.eval()
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
-    with torch.no_grad():
-        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                             top_k=top_k)
-    return tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                         top_k=top_k)
+
+
+def _say(run: RunConfig, message: str) -> None:
+    if run.training.process_index == 0:
+        print(f"[hatchlings] {message}", flush=True)
+
+
+def _run_tokenizer(run: RunConfig):
+    """The run's tokenizer: its kind (default: the architecture's), learned from the training text if need be."""
+    kind = run.tokenizer.kind or record_for(run.architecture).tokenizer
+    corpus = CorpusSample(run.data)
+    try:
+        tokenizer = build_tokenizer(kind, corpus, run.tokenizer.vocab_size, run.tokenizer.min_frequency)
+    except ValueError as err:
+        raise UsageError(f"tokenizer: {err}") from None
+    if kind != "byte":
+        _say(run, f"{kind} tokenizer: {len(tokenizer):,} tokens" + (f" ({corpus.sample_note()})"
+                                                                     if corpus.sample_note() else ""))
+    return tokenizer
 
 
 def _model_and_tokenizer(run: RunConfig):
-    """A fresh model and byte tokenizer, or (continual learning) those of an exported folder."""
+    """A fresh model and the run's tokenizer, or (continual learning) those of an exported folder.
+
+    Continuing a char model on text with new characters appends them to the vocabulary (old ids stay) and
+    grows the embeddings and head to match; the optimizer, built later by the Trainer, sees the new tensors."""
     if not run.init_from:
-        tokenizer = build_byte_tokenizer()
+        tokenizer = _run_tokenizer(run)
         return build_model(run, tokenizer), tokenizer
     if run.model:
         raise UsageError("--init_from takes the architecture from the exported folder: remove the 'model' section")
-    return load_model_folder(run.init_from)
+    model, tokenizer = load_model_folder(run.init_from)
+    kind = tokenizer_kind(tokenizer)
+    if run.tokenizer.kind and run.tokenizer.kind != kind:
+        raise UsageError(f"--init_from: the exported tokenizer is {kind or 'not a hatchlings kind'}, "
+                         f"not {run.tokenizer.kind}")
+    if kind == "char":
+        tokenizer, added = expand_char_vocab(tokenizer, CorpusSample(run.data))
+        if added:
+            old = resize_for_new_tokens(model, len(tokenizer), tokenizer.unk_token_id)
+            _say(run, f"char vocabulary expanded by {added} new characters: {old} -> {len(tokenizer)} tokens")
+    return model, tokenizer
 
 
 def _count(dataset) -> str:
@@ -119,15 +154,16 @@ def _checkpoint_to_resume(run: RunConfig) -> str | None:
     return last
 
 
-def run_training(argv: list[str], callbacks: list | None = None) -> dict:
+def run_training(argv: list[str], callbacks: list | None = None, prog: str = "train.py") -> dict:
     """Train as the preset and flags say; return the final validation metrics.
 
     Ctrl+C / SIGTERM finish the current step, write a checkpoint and return (exit status 0), printing
     how to resume; the export is only written by a run that reached its last step.
     """
-    run = parse_run_config(argv)
+    run = parse_run_config(argv, prog=prog)
     set_seed(run.training.seed)
     model, tokenizer = _model_and_tokenizer(run)
+    model = prepare_adapter(run, model, tokenizer)  # --lora_r: only a LoRA adapter trains
     with run.training.main_process_first(desc="tokenizing"):
         train_ds, val_ds, stats = build_datasets(run.data, tokenizer)
     if not hasattr(train_ds, "__len__") and run.training.max_steps <= 0:
@@ -141,8 +177,14 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
                                 data_collator=default_data_collator, bytes_per_token=stats.bytes_per_token,
                                 **_optimization_kwargs(model, run),
                                 callbacks=[*(callbacks or []), *([ema] if ema else []), stop])  # stop decides last
+    if ema and trainer.is_fsdp_enabled:
+        raise UsageError("optimization.ema_decay does not work with FSDP yet (its shadow weights would be shards)")
+    if run.lora.r and trainer.is_fsdp_enabled:
+        raise UsageError("LoRA adapters do not work with FSDP yet "
+                         "(the export gathers a plain model, without the adapter)")
     track_sparsity(trainer)  # BDH-like models only (forward takes output_sparsity); it logs, never steers training
     resume = _checkpoint_to_resume(run)
+    check_checkpoint_kind(resume, adapter=bool(run.lora.r))
     if trainer.is_world_process_zero():
         print(f"[hatchlings] {run.architecture}: {model.num_parameters():,} parameters; {_count(train_ds)} train / "
               f"{len(val_ds)} validation blocks of {run.data.block_size} tokens"
@@ -160,10 +202,15 @@ def run_training(argv: list[str], callbacks: list | None = None) -> dict:
             print(f"[hatchlings] stopped at step {stop.stopped_at}; checkpoint saved in {run.training.output_dir}. "
                   f"Resume with: python train.py {' '.join(a for a in argv if a != '--resume')} --resume", flush=True)
     else:
-        metrics = trainer.evaluate(eval_dataset=val_ds)
+        # All validation blocks, logged apart from the periodic evaluations on the first `cap` of them (see
+        # model_cards.card.FINAL_EVAL_PREFIX); returned under Trainer's usual eval_* names.
+        final = trainer.evaluate(eval_dataset=val_ds, metric_key_prefix=FINAL_EVAL_PREFIX)
+        metrics = {"eval" + key.removeprefix(FINAL_EVAL_PREFIX): value for key, value in final.items()}
+        model = trainer.unsharded_model()  # on every rank: under FSDP the full weights are gathered
         if trainer.is_world_process_zero():
-            with ema.applied(trainer.model) if ema and opt.export_ema else contextlib.nullcontext():
-                _finish(run, trainer, tokenizer, metrics, result.training_loss, _count(train_ds), seconds)
+            with ema.applied(model) if ema and opt.export_ema else contextlib.nullcontext():
+                _finish(run, trainer, model, tokenizer, metrics, result.training_loss, _count(train_ds), len(val_ds),
+                        seconds)
     del trainer, model
     _teardown()
     return metrics
@@ -177,17 +224,27 @@ def _validation_name(run: RunConfig) -> str:
     return f"last {run.data.validation_fraction:.0%} of {source}"
 
 
-def _finish(run: RunConfig, trainer, tokenizer, metrics: dict, train_loss: float, n_train: str,
+def _evaluated_on(run: RunConfig, trainer, n_val: int) -> dict[str, str]:
+    """What the final figures and (if any were logged) the periodic validation points were measured on."""
+    measured = {EVALUATED_ON: f"all {n_val} validation blocks of {run.data.block_size} tokens"}
+    if any("eval_loss" in entry for entry in trainer.state.log_history):
+        k = len(trainer.eval_dataset)
+        measured[CURVE_EVALUATED_ON] = (f"all {n_val} validation blocks" if k == n_val
+                                        else f"first {k} of {n_val} validation blocks")
+    return measured
+
+
+def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss: float, n_train: str, n_val: int,
             seconds: float) -> None:
     """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
-    model = trainer.model
     prompt = run.generation.get("prompt", "\n")
     info = _train_info(run, trainer, n_train, seconds)
-    out = export_hub_folder(
+    out = (adapter_exporter(run) or export_hub_folder)(
         model, tokenizer, run.training.output_dir, architecture=run.architecture,
         train_info=info,
-        eval_results={"eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
-                      "bits_per_byte": metrics["eval_bits_per_byte"], "dataset": _validation_name(run)},
+        eval_results={"dataset": _validation_name(run), **_evaluated_on(run, trainer, n_val),
+                      "eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
+                      "bits_per_byte": metrics["eval_bits_per_byte"]},
         log_history=trainer.state.log_history, widget_prompts=[prompt],
         datasets=run.card.get("datasets"), license=run.card.get("license", "apache-2.0"))
     text = sample(model, tokenizer, prompt, **{k: v for k, v in run.generation.items() if k != "prompt"})

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datasets import Dataset, IterableDataset, load_dataset
 
 from ..tokenization import is_byte_tokenizer
-from .data import (MAP_BATCH, ROW_FEATURES, DataConfig, Source, TextStats, _bad_utf8_line, _encode_text, _piece,
-                   _raw_byte_batches, _scored_stats, _streams)
 from .errors import UsageError
+from .text import (MAP_BATCH, ROW_FEATURES, DataConfig, Source, TextStats, bad_utf8_line, check_not_binary,
+                   encode_text, is_streamed, raw_byte_batches, scored_stats)
 
 
 def _stream_rows(items: tuple, tokenizer, block_size: int, stats: TextStats | None = None):
@@ -25,7 +25,7 @@ def _stream_rows(items: tuple, tokenizer, block_size: int, stats: TextStats | No
         if kind == "examples":
             for row in item:
                 if stats is not None:
-                    stats += _scored_stats(row, tokenizer)
+                    stats += scored_stats(row, tokenizer)
                 yield row
             continue
         batches = item.iter(batch_size=MAP_BATCH) if kind == "tokens" else _stream_batches(item, tokenizer)
@@ -42,7 +42,7 @@ def _stream_rows(items: tuple, tokenizer, block_size: int, stats: TextStats | No
         except Exception as err:
             if kind != "stream":
                 raise
-            raise UsageError(_bad_utf8_line(item) or f"cannot read {item} as UTF-8 text: {err}") from None
+            raise UsageError(bad_utf8_line(item) or f"cannot read {item} as UTF-8 text: {err}") from None
         if kind == "stream":
             carry.append(tokenizer.eos_token_id)
             if stats is not None:
@@ -52,21 +52,28 @@ def _stream_rows(items: tuple, tokenizer, block_size: int, stats: TextStats | No
 def _stream_batches(path: str, tokenizer):
     """Encoded batches of a streamed text file: raw bytes for a byte tokenizer, else decoded UTF-8 lines."""
     if is_byte_tokenizer(tokenizer):
-        yield from _raw_byte_batches(path)
+        yield from raw_byte_batches(path)
         return
     lines = load_dataset("text", data_files=[path], streaming=True, split="train", keep_linebreaks=True)
     for batch in lines.iter(batch_size=MAP_BATCH):
-        yield _encode_text(batch, tokenizer, "text", eos_per_row=False)
+        yield encode_text(batch, tokenizer, "text", eos_per_row=False)
 
 
-def _stream_items(sources: list[Source], tokenizer, data: DataConfig) -> tuple:
-    """Big text files as ("stream", path); everything else prepared in memory as `_piece` does."""
-    return tuple(("stream", s.path) if _streams(s, data) else _piece(s, tokenizer, data)[:2] for s in sources)
+def _stream_items(sources: list[Source], tokenizer, data: DataConfig, piece) -> tuple:
+    """Big text files as ("stream", path), checked now rather than mid-run; everything else prepared in
+    memory by `piece(source, tokenizer, data) -> (kind, Dataset, stats)`, the in-memory loader's own."""
+    return tuple(_stream_item(s, data) if is_streamed(s, data) else piece(s, tokenizer, data)[:2] for s in sources)
 
 
-def streamed_train(sources: list[Source], tokenizer, data: DataConfig) -> IterableDataset:
-    """The training rows as an IterableDataset, read lazily each epoch (Trainer then needs `max_steps`)."""
-    items = _stream_items(sources, tokenizer, data)
+def _stream_item(source: Source, data: DataConfig) -> tuple[str, str]:
+    check_not_binary(source.path, data)
+    return "stream", source.path
+
+
+def streamed_train(sources: list[Source], tokenizer, data: DataConfig, piece) -> IterableDataset:
+    """The training rows as an IterableDataset, read lazily each epoch (Trainer then needs `max_steps`).
+    `piece` prepares the sources that are not streamed (see `_stream_items`)."""
+    items = _stream_items(sources, tokenizer, data, piece)
     train = IterableDataset.from_generator(_stream_rows, features=ROW_FEATURES,
                                            gen_kwargs={"items": items, "tokenizer": tokenizer,
                                                        "block_size": data.block_size})
@@ -75,7 +82,7 @@ def streamed_train(sources: list[Source], tokenizer, data: DataConfig) -> Iterab
     return train
 
 
-def streamed_validation(sources: list[Source], tokenizer, data: DataConfig) -> tuple[Dataset, TextStats]:
+def streamed_validation(sources: list[Source], tokenizer, data: DataConfig, piece) -> tuple[Dataset, TextStats]:
     """The first `max_eval_blocks` rows of a validation set too big to load, kept in memory.
 
     The stats count the text consumed to make them (whole batches of lines): the same text, so the
@@ -84,7 +91,7 @@ def streamed_validation(sources: list[Source], tokenizer, data: DataConfig) -> t
         raise UsageError("a validation file larger than streaming_threshold_mb is streamed: set "
                          "data.max_eval_blocks to how many of its first blocks to validate on")
     stats, rows = TextStats(0, 0), []
-    for row in _stream_rows(_stream_items(sources, tokenizer, data), tokenizer, data.block_size, stats):
+    for row in _stream_rows(_stream_items(sources, tokenizer, data, piece), tokenizer, data.block_size, stats):
         rows.append(row)
         if len(rows) == data.max_eval_blocks:
             break

@@ -4,7 +4,8 @@ Written from the math (DESIGN.md §3, bdh), not from the model's code: every lay
 masked T x T score matrix and rotates neuron pairs with complex numbers, so an error in the model's
 chunking, state carry-over or RoPE cannot hide in a shared helper. Only the weights come from the model.
 No chunks, no state, no cache: generating a token recomputes the whole prefix. The tests use it as the
-oracle the chunked and recurrent paths must match; `hatchlings bench bdh` times it.
+oracle the chunked and recurrent paths must match; `hatchlings bench bdh` times it. BDH's record names
+`reference_logits` as its reference.
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ def reference_bdh(ids: torch.Tensor, weights: dict[str, torch.Tensor], cfg: BdhC
     return x @ weights["lm_head"].T, neurons
 
 
+def reference_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """The record's reference hook: logits (B, T, V) of `input_ids` (B, T) with `model`'s weights."""
+    return reference_bdh(input_ids, model_weights(model), model.config)[0]
+
+
 def model_weights(model) -> dict[str, torch.Tensor]:
+    """The parameters the reference reads, by the names of the equations (the model's own tensors)."""
     block = model.model.block
     return {"embed": model.model.embed_tokens.weight, "encoder": block.encoder, "encoder_v": block.encoder_v,
             "decoder": block.decoder, "lm_head": model.lm_head.weight}
