@@ -15,10 +15,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, default_data_collator
 
-from hatchlings.bench.arena import ARCHS, SIZES, build_model, load_split, mean_loss, random_blocks
+from hatchlings.bench.arena import (ARCHS, SIZES, BatchSequence, Settings, build_model, load_split, mean_loss,
+                                   random_blocks, training_arguments)
 from hatchlings.cli import main
+from hatchlings.training.trainer import HatchlingsTrainer
 
 
 
@@ -61,6 +63,18 @@ def test_batches_are_the_same_sequence_for_every_model():
     assert not torch.equal(first[0], first[1])  # the generator advances: successive batches differ
     assert all(torch.equal(b[:, 1:] - b[:, :-1], torch.ones(4, 15, dtype=torch.long)) for b in first)  # windows
 
+
+def test_the_trainer_reads_the_arenas_batch_sequence_in_order(tmp_path):
+    """Training goes through HatchlingsTrainer; its data loader must yield exactly `random_blocks`' batches."""
+    ids = torch.arange(10_000)
+    settings = Settings(budget_tokens=3 * 4 * 16, batch_size=4, block_size=16, seed=5)
+    trainer = HatchlingsTrainer(model=build_model("gpt2", "micro", positions=16),
+                                args=training_arguments(settings, str(tmp_path), compiled=False),
+                                train_dataset=BatchSequence(ids, settings), data_collator=default_data_collator)
+    loaded = [batch["input_ids"] for batch in trainer.get_train_dataloader()]
+    generator = torch.Generator().manual_seed(5)
+    expected = [random_blocks(ids, 4, 16, generator) for _ in range(settings.steps)]
+    assert len(loaded) == settings.steps == 3 and all(torch.equal(a, b) for a, b in zip(loaded, expected))
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_mean_loss_is_next_token_cross_entropy(arch):

@@ -22,6 +22,7 @@ from hatchlings.training.errors import UsageError
 from hatchlings.training.losses import causal_lm_loss, declare_causal_lm_loss, make_compute_loss
 from hatchlings.training.optim import (ComposedOptimizer, MuonAdamW, OptimConfig, WienerSNR, build_optimizer,
                                        split_muon_params)
+from hatchlings.training.trainer import HatchlingsTrainer
 
 VOCAB = 64
 
@@ -31,6 +32,16 @@ def tiny_bdh():
     config = hatchlings.BdhConfig(hidden_size=32, num_attention_heads=2, mlp_internal_dim_multiplier=4,
                                   num_hidden_layers=2, dropout=0.0)
     return AutoModelForCausalLM.from_config(config)
+
+
+def tiny_registered(arch: str):
+    """A builder of a tiny model of a registered architecture: its record's arena shape at width 32."""
+    def build():
+        torch.manual_seed(0)
+        record = hatchlings.record_for(arch)
+        return AutoModelForCausalLM.from_config(record.config_class(**record.arena_shape(32)))
+    build.__name__ = f"tiny_{arch}"
+    return build
 
 
 def tiny_gpt2():
@@ -103,6 +114,20 @@ def test_adamw_groups_and_hyperparameters(tmp_path):
     assert {id(p) for p in no_decay["params"]} == {id(model.model.embed_tokens.weight), id(model.lm_head.weight)}
     assert decay["betas"] == (0.9, 0.95) and decay["lr"] == 1e-2
 
+
+
+def test_trainers_own_adamw_decays_what_build_optimizer_decays(tmp_path):
+    """One decay rule: `HatchlingsTrainer`'s plain AdamW (train.py's default, the arena) groups as `build_optimizer`
+    does, where Trainer's name-based rule would decay GPT-2's token and position tables."""
+    def groups(optimizer) -> list[set[int]]:
+        return [{id(p) for p in group["params"]} for group in optimizer.param_groups]
+
+    model = tiny_gpt2()
+    ours = HatchlingsTrainer(model=model, args=training_args(tmp_path)).create_optimizer()
+    assert groups(ours) == groups(build_optimizer(model, training_args(tmp_path), OptimConfig()))
+    tables = {id(model.transformer.wte.weight), id(model.transformer.wpe.weight)}
+    assert tables <= groups(ours)[1] and tables <= groups(Trainer(model=model, args=training_args(tmp_path))
+                                                           .create_optimizer())[0]
 
 def test_muon_scheduler_scales_both_lrs_and_state_round_trips(tmp_path):
     model = tiny_bdh()
@@ -198,7 +223,8 @@ def test_trainer_muon_on_gpt2(tmp_path):
 
 
 # --- losses --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("build", [tiny_bdh, tiny_gpt2])
+@pytest.mark.parametrize("build", [*map(tiny_registered, sorted(hatchlings.RECORDS)), tiny_gpt2],
+                         ids=lambda build: build.__name__)
 def test_loss_matches_model_and_manual_shift(build):
     model = build().eval()
     ids = torch.randint(0, VOCAB, (3, 12))
@@ -252,6 +278,77 @@ def test_declare_causal_lm_loss_fixes_gpt2_token_count(tmp_path):
     declare_causal_lm_loss(model)
     assert Trainer(model=model, args=args).evaluate(data)["eval_loss"] == pytest.approx(reference, rel=1e-5)
 
+
+
+# --- auxiliary loss ------------------------------------------------------------------------------------------
+class AuxGpt2(GPT2LMHeadModel):
+    """GPT-2 that also returns an unweighted `aux_loss` = (w - 3)², w a parameter only that loss reaches
+    (an ACT Q-loss or a flow-matching term in miniature)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.aux_weight = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, input_ids=None, labels=None, **kwargs):
+        out = super().forward(input_ids=input_ids, labels=labels, **kwargs)
+        out["aux_loss"] = (self.aux_weight - 3).square()
+        return out
+
+
+def aux_gpt2(coef: float = 0.5) -> AuxGpt2:
+    model = AuxGpt2(tiny_gpt2().config)
+    model.config.aux_loss_coef = coef
+    return model
+
+
+@pytest.mark.parametrize("loss_func", [None, make_compute_loss(0.1), make_compute_loss(0.0, 1e-2),
+                                       make_compute_loss(0.1, 1e-2)], ids=["plain", "smoothing", "z", "both"])
+def test_aux_loss_survives_every_lm_loss_and_its_gradient_flows(tmp_path, loss_func):
+    model = aux_gpt2(0.5)
+    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(0))
+    trainer = HatchlingsTrainer(model=model, args=training_args(tmp_path), compute_loss_func=loss_func)
+    logits = model(input_ids=ids).logits.detach()
+    regularised = causal_lm_loss(logits, ids, label_smoothing=getattr(loss_func, "label_smoothing", 0.0),
+                                 z_loss=getattr(loss_func, "z_loss", 0.0))
+    loss = trainer.compute_loss(model, {"input_ids": ids, "labels": ids.clone()})
+    assert torch.allclose(loss, regularised + 0.5 * 4.0, atol=1e-5)  # aux = (1 - 3)² = 4
+    loss.backward()
+    assert model.aux_weight.grad.item() == pytest.approx(0.5 * 2 * (1 - 3))
+    with torch.no_grad():  # evaluation: the LM's cross-entropy alone, comparable across runs
+        plain = trainer.compute_loss(model, {"input_ids": ids, "labels": ids.clone()})
+    assert torch.allclose(plain, causal_lm_loss(logits, ids), atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_func", [None, make_compute_loss(0.1)], ids=["model's loss", "compute_loss_func"])
+def test_aux_loss_gradient_is_a_mean_over_accumulated_micro_batches(tmp_path, loss_func):
+    """Whether or not Trainer divides the loss by the accumulation steps afterwards, the aux term's gradient
+    per micro-batch is coef x its gradient / steps, so a full step weighs it once."""
+    model = aux_gpt2(0.5)
+    trainer = HatchlingsTrainer(model=model, args=training_args(tmp_path, gradient_accumulation_steps=2),
+                                compute_loss_func=loss_func)
+    trainer.current_gradient_accumulation_steps = 2
+    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(0))
+    trainer.training_step(model, {"input_ids": ids, "labels": ids.clone()}, num_items_in_batch=torch.tensor(36))
+    assert model.aux_weight.grad.item() == pytest.approx(0.5 * 2 * (1 - 3) / 2)
+
+
+def test_aux_loss_is_logged_apart_and_trained(tmp_path):
+    model = aux_gpt2(1.0)
+    trainer = HatchlingsTrainer(model=model, args=training_args(tmp_path, save_strategy="no", weight_decay=0.0,
+                                                                learning_rate=0.1, warmup_steps=0),
+                                train_dataset=dataset(), compute_loss_func=make_compute_loss(0.0, 1e-3))
+    trainer.train()
+    logged = [entry["aux_loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 4 and logged[0] == pytest.approx(4.0)  # step 1: before any update, (1 - 3)²
+    assert logged[-1] < logged[0] and model.aux_weight.item() > 1.0  # trained towards 3
+    assert all(entry["loss"] > entry["aux_loss"] for entry in trainer.state.log_history if "loss" in entry)
+
+
+def test_aux_loss_coef_is_validated(tmp_path):
+    for bad in (-1.0, "0.5", True):
+        with pytest.raises(UsageError, match="model.aux_loss_coef must be a number >= 0"):
+            HatchlingsTrainer(model=aux_gpt2(bad), args=training_args(tmp_path))
+    assert HatchlingsTrainer(model=tiny_gpt2(), args=training_args(tmp_path)).aux_loss_coef == 1.0
 
 # --- EMA -----------------------------------------------------------------------------------------------------
 def test_ema_average_swap_and_save(tmp_path):

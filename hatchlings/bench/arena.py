@@ -3,15 +3,17 @@
 The question users ask before picking an architecture: how good and how fast is it, against a normal
 transformer of the same size, on the same data and budget? Every model here gets the same text (tiny
 Shakespeare as bytes, first 90% train / last 10% validation), the same random batches in the same order,
-the same AdamW + warm-up/cosine schedule, and a parameter count within 10% of GPT-2's. Per model:
+the same AdamW + warm-up/cosine schedule through the same loop as train.py (`HatchlingsTrainer`: its weight-
+decay groups and shifted loss), and a parameter count within 10% of GPT-2's. Per model:
 
 - validation bits per byte over the whole validation split at the end, and a curve on 40 fixed validation
   blocks during training;
 - training tokens/s from the median step time (a shared CPU is noisy; the median is robust);
 - peak training memory: max allocated on CUDA; on CPU the growth of the process's peak resident memory
   from before the model was built (each model trains in a fresh process, so nothing carries over);
-- generation ms/token at several contexts and time to first token, through `model.generate` with each
-  model's own cache (the runner's shared timing).
+- generation ms/token at several contexts (up to 8192 where the model's positions allow) and time to first
+  token, through `model.generate` with each model's own cache (the runner's shared timing: a slope over
+  several lengths, with its spread, "noisy" when it cannot be trusted).
 
 Ratios against GPT-2 measured in the same run are the headline; absolute times only compare within one
 machine. On CUDA the models train in bf16 autocast and under `torch.compile`; a model that fails to compile
@@ -25,26 +27,28 @@ import dataclasses
 import multiprocessing
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          get_cosine_schedule_with_warmup)
+                          PrinterCallback, TrainerCallback, TrainingArguments, default_data_collator)
 
+from ..architectures import RECORDS, record_for
+from ..data_sources import cached_path
 from ..metrics.lm_perplexity.lm_perplexity import lm_metrics
-from .runner import Plot, Report, Table, generation_timing
+from .runner import (Plot, Report, Table, _synchronize, generation_timing, ms_per_token_cell, trusted_ms,
+                     trusted_points)
 
-DEFAULT_FILE = "../shared/data/tinyshakespeare.txt"
+DEFAULT_FILE = str(cached_path("tinyshakespeare"))  # in the data folder after `hatchlings data get tinyshakespeare`
 SIZES = {"micro": 64, "tiny": 128, "small": 256, "medium": 512}  # width (hidden size) of every model
 LAYERS, HEADS = 4, 4
+# The longest context a learned position table is grown to for timing: GPT-2's 8192 x 128 table would be
+# 1.05M parameters, more than the whole tiny model, which is no longer the arena's shape; beyond it is "n/a".
+LEARNED_POSITIONS = 2048
 BASELINES = ("gpt2", "llama")
-# hatchlings architectures: config fields of a model of the given width, matched to GPT-2's size
-HATCHLINGS_SHAPES = {
-    "bdh": lambda width: dict(hidden_size=width, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                              mlp_internal_dim_multiplier=16, dropout=0.0),
-}
-ARCHS = BASELINES + tuple(HATCHLINGS_SHAPES)
+ARCHS = BASELINES + tuple(RECORDS)  # each architecture's record gives its shape for a width (arena_shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +69,7 @@ class Settings:
     device: str = "cpu"
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     compile: bool = False
-    contexts: tuple[int, ...] = (64, 512, 2048)
+    contexts: tuple[int, ...] = (64, 512, 2048, 8192)
     ttft_prompt: int = 1024
     gen_steps: int = 16
     repeats: int = 5
@@ -104,9 +108,8 @@ def build_model(arch: str, size: str, positions: int, vocab_size: int = 259, spe
                                             num_attention_heads=HEADS, num_key_value_heads=HEADS,
                                             intermediate_size=11 * width // 4, tie_word_embeddings=True,
                                             max_position_embeddings=max(positions, 4096), **special))
-    from ..modeling import config_class_for
-
-    config = config_class_for(arch)(vocab_size=vocab_size, **special, **HATCHLINGS_SHAPES[arch](width))
+    record = record_for(arch)
+    config = record.config_class(vocab_size=vocab_size, **special, **record.arena_shape(width))
     return AutoModelForCausalLM.from_config(config)
 
 
@@ -116,8 +119,8 @@ def check_file(path: str) -> Path:
     from ..training.errors import UsageError
 
     if not Path(path).is_file():
-        raise UsageError(f"arena data not found: {path} (pass --file; the arena uses tiny Shakespeare, "
-                         "shared/data/tinyshakespeare.txt)")
+        raise UsageError(f"arena data not found: {path} (pass --file, or fetch tiny Shakespeare: "
+                         "`hatchlings data get tinyshakespeare`)")
     return Path(path)
 
 
@@ -137,10 +140,36 @@ def load_split(path: str) -> tuple[torch.Tensor, torch.Tensor, float]:
     return ids[:cut], ids[cut:], len(text.encode("utf-8")) / len(ids)
 
 
+def _random_starts(n_ids: int, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` random offsets of `length`-token windows in `n_ids` tokens: (count,)."""
+    return torch.randint(0, n_ids - length + 1, (count,), generator=generator)
+
+
 def random_blocks(ids: torch.Tensor, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
     """`count` windows of `length` tokens at random offsets: (count, length)."""
-    starts = torch.randint(0, len(ids) - length + 1, (count,), generator=generator)
-    return torch.stack([ids[s:s + length] for s in starts.tolist()])
+    return torch.stack([ids[s:s + length] for s in _random_starts(len(ids), count, length, generator).tolist()])
+
+
+class BatchSequence(torch.utils.data.Dataset):
+    """The arena's training batches as blocks in batch order: read in order, `batch_size` at a time (the
+    Trainer's sequential sampler), it gives every model the same `random_blocks` batches in the same order.
+
+    Only the offsets are drawn up front, one batch at a time as `random_blocks` draws them, (steps x
+    batch_size,); windows are sliced when read, so they never all sit in memory (and in the peak memory).
+    """
+
+    def __init__(self, ids: torch.Tensor, settings: "Settings"):
+        generator = torch.Generator().manual_seed(settings.seed)
+        self.ids, self.length = ids, settings.block_size
+        self.starts = torch.cat([_random_starts(len(ids), settings.batch_size, settings.block_size, generator)
+                                 for _ in range(settings.steps)])
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        block = self.ids[self.starts[i]:self.starts[i] + self.length]  # (block_size,)
+        return {"input_ids": block, "labels": block}
 
 
 def mean_loss(model, blocks: torch.Tensor, batch_size: int, autocast=contextlib.nullcontext) -> float:
@@ -169,64 +198,87 @@ def _autocast(settings: Settings):
     return contextlib.nullcontext
 
 
-def _optimizer(model, settings: Settings):
-    """AdamW with decay on matrices and embeddings only (not on norms and biases), warm-up then cosine to 0."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=settings.learning_rate, betas=(0.9, 0.95))
-    warmup = round(settings.warmup_fraction * settings.steps)
-    return opt, get_cosine_schedule_with_warmup(opt, warmup, settings.steps)
-
-
-def _compiled(model, settings: Settings, sample: torch.Tensor):
-    """The model's forward under torch.compile, or (eager forward, why not) if it cannot compile."""
+def _compile_status(model, settings: Settings, sample: torch.Tensor) -> str:
+    """Whether the model compiles ("yes", "off", or "failed, eager instead (why)"), tried on one forward and
+    backward before training: the Trainer compiles only when this succeeded, so a failure is a reported result
+    instead of a crash mid-training."""
     if not settings.compile:
-        return model, "off"
+        return "off"
     try:
-        forward = torch.compile(model)
         with _autocast(settings)():
-            forward(input_ids=sample, use_cache=False).logits.float().sum().backward()  # compile fwd + bwd now
-        model.zero_grad(set_to_none=True)
-        return forward, "yes"
+            torch.compile(model)(input_ids=sample, use_cache=False).logits.float().sum().backward()
+        return "yes"
     except Exception as err:  # the reason is the result: it goes into the report
+        return f"failed, eager instead ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    finally:
         model.zero_grad(set_to_none=True)
-        return model, f"failed, eager instead ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+
+
+class _StepClock(TrainerCallback):
+    """Times each optimizer step (forward, backward, clipping, AdamW step: on_step_begin to on_step_end, the
+    next batch's loading excluded) and measures the validation curve at the steps in `eval_at`."""
+
+    def __init__(self, curve_point, eval_at: set[int], label: str, steps: int):
+        self.curve_point, self.eval_at, self.label, self.steps = curve_point, eval_at, label, steps
+        self.curve, self.step_times, self._start = [], [], 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        _synchronize()  # the step's kernels are done: the time is real
+        self.step_times.append(time.perf_counter() - self._start)
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        """Every step logs its loss (logging_steps 1); at an evaluation step, add the curve point."""
+        if "loss" in (logs or {}) and state.global_step in self.eval_at:
+            self.curve.append(self.curve_point(model, state.global_step))
+            print(f"[arena] {self.label}: step {state.global_step}/{self.steps}, train loss {logs['loss']:.3f}, "
+                  f"val bits/byte (40 blocks) {self.curve[-1][1]:.3f}", flush=True)
+
+
+def training_arguments(settings: Settings, output_dir: str, compiled: bool) -> TrainingArguments:
+    """The arena's schedule as Trainer arguments: AdamW betas (0.9, 0.95) with `HatchlingsTrainer`'s decay groups
+    (those of train.py), warm-up then cosine to 0, clipping at 1.0, batches read in order, nothing saved."""
+    return TrainingArguments(
+        output_dir=output_dir, max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, weight_decay=settings.weight_decay, adam_beta1=0.9, adam_beta2=0.95,
+        optim="adamw_torch", lr_scheduler_type="cosine", warmup_steps=round(settings.warmup_fraction * settings.steps),
+        max_grad_norm=1.0, train_sampling_strategy="sequential", dataloader_num_workers=0, seed=settings.seed,
+        bf16=settings.precision == "bf16", torch_compile=compiled, use_cpu=settings.device == "cpu",
+        logging_steps=1, eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True)
 
 
 def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, settings: Settings, bytes_per_token: float,
           label: str) -> dict:
-    """Train on the shared batch sequence; return the curve, median step time and compile status."""
-    from ..training.losses import causal_lm_loss
+    """Train on the shared batch sequence through `HatchlingsTrainer` (train.py's loop, optimizer grouping and
+    shifted loss); return the curve, median step time and compile status."""
+    from ..training.losses import declare_causal_lm_loss, make_compute_loss
+    from ..training.trainer import HatchlingsTrainer
 
     device, autocast = next(model.parameters()).device, _autocast(settings)
-    batches = torch.Generator().manual_seed(settings.seed)  # the same batches, in the same order, for every model
     curve_blocks = random_blocks(val_ids, settings.eval_blocks, settings.block_size,
                                  torch.Generator().manual_seed(settings.seed + 1))
-    forward, compiled = _compiled(model, settings, curve_blocks[:2].to(device))
-    opt, schedule = _optimizer(model, settings)
-    eval_at = {round(k * settings.steps / settings.eval_points) for k in range(1, settings.eval_points + 1)}
-    curve, step_times = [], []
-    model.train()
-    for step in range(1, settings.steps + 1):
-        ids = random_blocks(train_ids, settings.batch_size, settings.block_size, batches).to(device)
-        start = time.perf_counter()
-        with autocast():
-            loss = causal_lm_loss(forward(input_ids=ids, use_cache=False).logits, ids)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        schedule.step()
-        opt.zero_grad(set_to_none=True)
-        loss = loss.item()  # also waits for the device, so the step time is real
-        step_times.append(time.perf_counter() - start)
-        if step in eval_at:
-            bpb = lm_metrics(mean_loss(model, curve_blocks, settings.batch_size, autocast), bytes_per_token)
-            curve.append((step * settings.tokens_per_step, bpb["bits_per_byte"]))
-            print(f"[arena] {label}: step {step}/{settings.steps}, train loss {loss:.3f}, "
-                  f"val bits/byte (40 blocks) {curve[-1][1]:.3f}", flush=True)
-    return {"curve": curve, "median_step_s": statistics.median(step_times), "train_s": sum(step_times),
-            "compiled": compiled}
+    compiled = _compile_status(model, settings, curve_blocks[:2].to(device))
+
+    def curve_point(trained, step: int) -> tuple[int, float]:
+        loss = mean_loss(trained, curve_blocks, settings.batch_size, autocast)
+        return step * settings.tokens_per_step, lm_metrics(loss, bytes_per_token)["bits_per_byte"]
+
+    clock = _StepClock(curve_point, {round(k * settings.steps / settings.eval_points)
+                                     for k in range(1, settings.eval_points + 1)}, label, settings.steps)
+    declare_causal_lm_loss(model)  # Trainer counts GPT-2's targets right (num_items_in_batch)
+    use_cache, model.config.use_cache = model.config.use_cache, False  # no KV cache is built while training
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer = HatchlingsTrainer(model=model, args=training_arguments(settings, output_dir, compiled == "yes"),
+                                    train_dataset=BatchSequence(train_ids, settings),
+                                    data_collator=default_data_collator, compute_loss_func=make_compute_loss(),
+                                    bytes_per_token=bytes_per_token, callbacks=[clock])
+        trainer.remove_callback(PrinterCallback)  # a log line per step; the clock prints the curve points
+        trainer.train()
+    model.config.use_cache = use_cache
+    return {"curve": clock.curve, "median_step_s": statistics.median(clock.step_times),
+            "train_s": sum(clock.step_times), "compiled": compiled}
 
 
 # ---------------------------------------------------------------------------------------- one model, isolated
@@ -280,6 +332,8 @@ def measure(arch: str, settings: Settings) -> dict:
         torch.set_num_threads(settings.threads)
     reused = settings.reuse_memory and settings.device == "cpu" and reuse_freed_memory()
     device = torch.device(settings.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # Trainer trains on the current CUDA device
     train_ids, val_ids, bytes_per_token = load_split(settings.file)
     before = _resident_mib()
     if device.type == "cuda":
@@ -304,18 +358,19 @@ def measure(arch: str, settings: Settings) -> dict:
 
 
 def _generation(arch: str, settings: Settings) -> dict:
-    """ms/token at each context and time to first token of the arena's shape of `arch`."""
-    # generation is timed on a fresh model of the same shape with room for the longest context (GPT-2's
-    # position table is sized to the training block); speed does not depend on the weights' values
+    """Decoding cost at each context and time to first token of the arena's shape of `arch`."""
+    # timed on a fresh model of the same shape with room for the longest context (GPT-2's learned position table
+    # up to LEARNED_POSITIONS); speed does not depend on the weights' values
     longest = max(*settings.contexts, settings.ttft_prompt) + settings.gen_steps + 1
     torch.manual_seed(settings.seed)
-    timing_model = build_model(arch, settings.size, positions=longest).to(settings.device).eval()
+    positions = min(longest, LEARNED_POSITIONS + settings.gen_steps + 1) if arch == "gpt2" else longest
+    timing_model = build_model(arch, settings.size, positions=positions).to(settings.device).eval()
     if settings.precision == "bf16":
         timing_model = timing_model.to(torch.bfloat16)
     timing = generation_timing(timing_model, sorted({*settings.contexts, settings.ttft_prompt}),
                                settings.gen_steps, settings.repeats)
-    return {"ms_per_token": {c: timing[c]["ms_per_token"] for c in settings.contexts},
-            "ttft_ms": timing[settings.ttft_prompt]["ttft_ms"]}
+    return {"generation": {c: timing[c] for c in settings.contexts},
+            "ttft_ms": timing[settings.ttft_prompt].get("ttft_ms")}
 
 
 def _save(model, folder: Path) -> None:
@@ -346,19 +401,23 @@ def summary_table(results: list[dict], settings: Settings) -> Table:
     """One row per model, with the ratios to GPT-2 (first model) that the arena reports as its headline."""
     ref = next((r for r in results if r["arch"] == "gpt2"), results[0])
     contexts = settings.contexts
+    # the ratio to GPT-2 at the longest context where GPT-2 has a trustworthy figure
+    ref_ms = {c: trusted_ms(ref["generation"][c]) for c in contexts}
+    at = max((c for c in contexts if ref_ms[c] is not None), default=contexts[-1])
     rows = []
     for r in results:
         tokens_s = settings.tokens_per_step / r["median_step_s"]
-        ms = r["ms_per_token"]
+        ms = {c: trusted_ms(r["generation"][c]) for c in contexts}
         rows.append({
             "model": r["arch"], "params": f"{r['params']:,}", "params / GPT-2": _ratio(r["params"], ref["params"]),
             "val bits/byte": r["val_bits_per_byte"],
             "train tokens/s": tokens_s, "tokens/s / GPT-2": _ratio(tokens_s, settings.tokens_per_step / ref["median_step_s"]),
             "peak train MiB": r["peak_memory_mib"] if r["peak_memory_mib"] is not None else "n/a",
-            **{f"ms/token @{c}": ms[c] for c in contexts},
-            f"ms/token @{contexts[-1]} / GPT-2": _ratio(ms[contexts[-1]], ref["ms_per_token"][contexts[-1]]),
+            **{f"ms/token @{c}": ms_per_token_cell(r["generation"][c]) for c in contexts},
+            f"ms/token @{at} / GPT-2": _ratio(ms[at], ref_ms[at]),
             f"@{contexts[-1]} / @{contexts[0]}": _ratio(ms[contexts[-1]], ms[contexts[0]]),
-            f"TTFT ms @{settings.ttft_prompt}": r["ttft_ms"], "compiled": r["compiled"],
+            f"TTFT ms @{settings.ttft_prompt}": r["ttft_ms"] if r["ttft_ms"] is not None else "n/a",
+            "compiled": r["compiled"],
         })
     memory = "max allocated" if settings.device.startswith("cuda") else \
         "growth of peak resident memory from before the model was built (fresh process per model)"
@@ -373,10 +432,13 @@ def summary_table(results: list[dict], settings: Settings) -> Table:
         "val bits/byte: the whole validation split in disjoint blocks of the training length",
         "train tokens/s: tokens per step / median step time (forward, backward, optimizer step)",
         f"peak train MiB: {memory}",
-        f"generation: greedy `generate` with each model's cache, batch 1, {settings.gen_steps} new tokens after a "
-        f"random prompt of the given context, median of {settings.repeats}; time to first token = prefill of a "
-        f"{settings.ttft_prompt}-token prompt + one token. Timed on a fresh model of the same shape whose "
-        "position table covers the longest context (GPT-2 trains with one sized to the block)",
+        f"generation: greedy `generate` with each model's cache, batch 1, after a random prompt of the given "
+        f"context; ms/token = slope of the time against 1 to {1 + settings.gen_steps} new tokens (4 lengths), "
+        f"median of {settings.repeats} repeats, ±half its interquartile range; \"noisy\" when that range exceeds "
+        "half the slope or the slope is not positive (no ratio is taken from it); time to first token = prefill "
+        f"of a {settings.ttft_prompt}-token prompt + one token. Timed on a fresh model of the same shape whose "
+        f"positions cover the longest context, except GPT-2's learned table (contexts up to {LEARNED_POSITIONS}: "
+        "\"n/a (max positions N)\" beyond; it trains with one sized to the block)",
     ])
 
 
@@ -392,9 +454,8 @@ def curve_table(results: list[dict]) -> Table:
 def plots(results: list[dict], settings: Settings) -> list[Plot]:
     return [Plot("Validation bits/byte vs training tokens", "training tokens", "bits per byte",
                  {r["arch"]: ([t for t, _ in r["curve"]], [b for _, b in r["curve"]]) for r in results}),
-            Plot("Generation cost vs context (greedy, batch 1)", "context (tokens)", "ms per new token",
-                 {r["arch"]: (list(settings.contexts), [r["ms_per_token"][c] for c in settings.contexts])
-                  for r in results}, logx=True)]
+            Plot("Generation cost vs context (greedy, batch 1; trustworthy figures only)", "context (tokens)",
+                 "ms per new token", {r["arch"]: trusted_points(r["generation"]) for r in results}, logx=True)]
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -404,7 +465,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--budget-tokens", "--budget_tokens", type=int, default=Settings.budget_tokens)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--size", default="tiny", choices=list(SIZES))
-    parser.add_argument("--file", default=DEFAULT_FILE, help="training text (default: tiny Shakespeare)")
+    parser.add_argument("--file", default=DEFAULT_FILE, help="training text (default: tiny Shakespeare, "
+                                                             "fetched by `hatchlings data get tinyshakespeare`)")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=Settings.batch_size)
     parser.add_argument("--block-size", "--block_size", type=int, default=Settings.block_size)
     parser.add_argument("--learning-rate", "--learning_rate", type=float, default=Settings.learning_rate)
@@ -412,7 +474,8 @@ def add_arguments(parser) -> None:
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="torch.compile the models (auto: on CUDA only)")
-    parser.add_argument("--contexts", default="64,512,2048", help="generation contexts, comma-separated")
+    parser.add_argument("--contexts", default=",".join(map(str, Settings.contexts)),
+                        help="generation contexts, comma-separated")
     parser.add_argument("--ttft-prompt", "--ttft_prompt", type=int, default=Settings.ttft_prompt)
     parser.add_argument("--gen-steps", "--gen_steps", type=int, default=Settings.gen_steps)
     parser.add_argument("--repeats", type=int, default=Settings.repeats)

@@ -60,13 +60,7 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
     """Median wall time of `fn()` over `repeats` runs, after `warmup` untimed runs."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_timed(fn) for _ in range(repeats))
 
 
 def _synchronize() -> None:
@@ -82,21 +76,89 @@ def _greedy(model, prompt: torch.Tensor, new_tokens: int) -> None:
                        pad_token_id=model.config.pad_token_id or 0)
 
 
-def generation_timing(model, contexts: list[int], steps: int, repeats: int, vocab: int = 256) -> dict[int, dict]:
-    """Per context length: ms per new token with the cache, and time to first token, through `generate`.
+NOISY_SPREAD = 0.5  # a slope whose IQR over repeats exceeds half its value is reported as noisy
 
-    time to first token = `generate(max_new_tokens=1)` on a `context`-token prompt (prefill + one token);
-    ms/token = (time of 1 + `steps` tokens - time of 1 token) / `steps`, so the prefill cancels out and what
-    remains is the per-token cost of decoding at that context. Returns {context: {"ms_per_token", "ttft_ms"}}.
+
+def max_positions(model) -> int | None:
+    """The longest sequence the model's config allows (`max_position_embeddings`), None when it sets none
+    (a recurrence, whose state does not grow with the context)."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def _slope(xs: list[int], ys: list[float]) -> float:
+    """Least-squares slope of ys against xs."""
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    """Wall time of one `fn()`, including the device work it queued."""
+    start = time.perf_counter()
+    fn()
+    _synchronize()
+    return time.perf_counter() - start
+
+
+def decode_timing(model, prompt: torch.Tensor, steps: int, repeats: int, lengths: int = 4) -> dict:
+    """ms per new token as the slope of `generate` time against the number of new tokens, after `prompt`.
+
+    Each repeat times every length (1 to 1 + `steps` new tokens, `lengths` of them, in one pass so that a
+    load change on the machine hits all of them alike) and fits a line: its slope is the decoding cost per
+    token, its intercept the prefill (a difference of two medians instead can come out negative on a loaded
+    machine). Returns {"ms_per_token": median slope, "iqr_ms": interquartile
+    range of the slopes (min-max below 4 repeats), "noisy": slope <= 0 or IQR > NOISY_SPREAD x slope,
+    "ttft_ms": median time of one new token (prefill + one token)}.
     """
-    device = next(model.parameters()).device
+    counts = sorted({1 + round(steps * k / (lengths - 1)) for k in range(lengths)})
+    _greedy(model, prompt, counts[-1])  # warm-up: allocator, caches, lazy initialisation
+    slopes, firsts = [], []
+    for _ in range(repeats):
+        times = [_timed(lambda: _greedy(model, prompt, n)) for n in counts]
+        slopes.append(_slope(counts, times) * 1e3)
+        firsts.append(times[0] * 1e3)
+    slope = statistics.median(slopes)
+    low, high = statistics.quantiles(slopes, n=4)[::2] if len(slopes) >= 4 else (min(slopes), max(slopes))
+    return {"ms_per_token": slope, "iqr_ms": high - low, "noisy": slope <= 0 or high - low > NOISY_SPREAD * slope,
+            "ttft_ms": statistics.median(firsts)}
+
+
+def generation_timing(model, contexts: list[int], steps: int, repeats: int, vocab: int = 256) -> dict[int, dict]:
+    """`decode_timing` at each context length, through `generate` with the model's cache; a context the
+    model's positions cannot hold (with the new tokens) gets {"max_positions": N} instead of times."""
+    device, limit = next(model.parameters()).device, max_positions(model)
     results = {}
     for context in contexts:
+        if limit is not None and context + steps + 1 > limit:
+            results[context] = {"max_positions": limit}
+            continue
         prompt = torch.randint(0, vocab, (1, context), generator=torch.Generator().manual_seed(context)).to(device)
-        first = median_seconds(lambda: _greedy(model, prompt, 1), repeats)
-        more = median_seconds(lambda: _greedy(model, prompt, 1 + steps), repeats)
-        results[context] = {"ms_per_token": max(more - first, 0.0) / steps * 1e3, "ttft_ms": first * 1e3}
+        results[context] = decode_timing(model, prompt, steps, repeats)
     return results
+
+
+def ms_per_token_cell(timing: dict) -> str:
+    """How a table shows one `generation_timing` entry: "1.23 ±4%" (± half the IQR), marked "noisy (...)" when
+    it is, "noisy (slope ... <= 0)" when it cannot be true, "n/a (max positions N)" when not measurable."""
+    if "max_positions" in timing:
+        return f"n/a (max positions {timing['max_positions']})"
+    ms, iqr = timing["ms_per_token"], timing["iqr_ms"]
+    if ms <= 0:
+        return f"noisy (slope {ms:.2g} <= 0)"
+    figure = f"{ms:.3g} ±{iqr / 2 / ms:.0%}"
+    return f"noisy ({figure})" if timing["noisy"] else figure
+
+
+def trusted_ms(timing: dict) -> float | None:
+    """ms/token of one `generation_timing` entry when it is a trustworthy figure (measured, not noisy): the
+    only ones a ratio or a plot may use."""
+    return None if "max_positions" in timing or timing["noisy"] else timing["ms_per_token"]
+
+
+def trusted_points(timings: dict[int, dict]) -> tuple[list[int], list[float]]:
+    """(contexts, ms/token) of the trustworthy figures of `generation_timing`'s result, to plot: a noisy or
+    unmeasurable one is no point at all."""
+    points = [(c, ms) for c, timing in sorted(timings.items()) if (ms := trusted_ms(timing)) is not None]
+    return [c for c, _ in points], [ms for _, ms in points]
 
 
 def machine() -> dict:

@@ -31,6 +31,16 @@ DEFAULT_LIMITATIONS = (
 # evaluation code reports them under; the value is the Hub metric type.
 _INDEXED_METRICS = {"eval_loss": "loss", "perplexity": "perplexity", "bits_per_byte": "bits_per_byte"}
 
+# Training validates twice over, on different data: periodically on a capped, fixed subset of the
+# validation blocks (log keys `eval_*`), and once at the end on all of them (log keys `final_eval_*`, the
+# figures the card reports). A distinct prefix keeps the two apart in the log history, so the curve never
+# joins numbers measured on different data into one line. Defined here, not in the training package,
+# because training already imports this module (the reverse would be a cycle).
+FINAL_EVAL_PREFIX = "final_eval"
+# `eval_results` keys that say what was measured on what, shown in the card's evaluation table:
+EVALUATED_ON = "evaluated on"  # the data of the reported (final) figures; also names them in model-index
+CURVE_EVALUATED_ON = "validation during training"  # the data of the curve's periodic validation points
+
 # Config keys that say nothing about the architecture (bookkeeping, label maps for
 # classification heads, remote-code plumbing already present in config.json).
 _NOISY_CONFIG_KEYS = {
@@ -39,18 +49,20 @@ _NOISY_CONFIG_KEYS = {
 }
 
 
-# Log-history keys of neuron-activity tracking (hatchlings.training.sparsity writes them, the card reads
-# them): `sparsity/x_active_layer0`, ..., `sparsity/x_active_mean`, and the same for `y`. Defined here,
-# not in the training package, because training already imports this module (the reverse would be a cycle).
-_SPARSITY_KEY = re.compile(r"sparsity/(?P<kind>[xy])_active_(?:layer(?P<layer>\d+)|mean)")
+# Log-history keys of per-layer activity tracking (hatchlings.training.sparsity writes them, the card reads
+# them): `sparsity/<series>_layer0`, ..., `sparsity/<series>_mean` for each series a model reports (BDH:
+# `x_active`, `y_active`). Defined here, not in the training package, because training already imports this
+# module (the reverse would be a cycle).
+_SERIES_NAME = re.compile(r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*")
+_SPARSITY_KEY = re.compile(r"sparsity/(?P<name>[A-Za-z0-9_]+?)_(?:layer(?P<layer>\d+)|mean)")
 
 
-def sparsity_log_key(kind: str, layer: int | None = None) -> str:
-    """The log key of the active fraction of `kind` ("x" or "y") neurons in `layer`, or their mean (None)."""
-    key = f"sparsity/{kind}_active_" + ("mean" if layer is None else f"layer{layer}")
-    if not _SPARSITY_KEY.fullmatch(key):
-        raise ValueError(f"no sparsity log key for kind={kind!r}, layer={layer!r}")
-    return key
+def sparsity_log_key(name: str, layer: int | None = None) -> str:
+    """The log key of activity series `name` (e.g. "x_active") in `layer`, or its mean over layers (None)."""
+    if not isinstance(name, str) or not _SERIES_NAME.fullmatch(name) or not (layer is None or layer >= 0):
+        raise ValueError(f"no sparsity log key for series {name!r}, layer {layer!r} (names: letters, digits, "
+                         "single underscores)")
+    return f"sparsity/{name}_" + ("mean" if layer is None else f"layer{layer}")
 
 
 def _compact_count(n: int) -> str:
@@ -109,21 +121,23 @@ def _table(rows: dict[str, Any], headers: tuple[str, str]) -> str:
 
 
 def _sparsity_table(sparsity: dict[str, float]) -> str | None:
-    """Per-layer (then mean) active fractions of x and y as a percentage table; None without sparsity values.
+    """Per-layer (then mean) values of each activity series (a column each) as percentages; None without any.
 
     Percentages, because readers compare how sparse layers are, and 4.7% reads faster than 0.0469.
     """
     cells: dict[int | str, dict[str, str]] = {}
+    names: dict[str, None] = {}  # the series in the order the model reported them
     for key, value in sparsity.items():
         match = _SPARSITY_KEY.fullmatch(key)
         if match:
             where = "mean" if match["layer"] is None else int(match["layer"])
-            cells.setdefault(where, {})[match["kind"]] = f"{value:.1%}"
+            cells.setdefault(where, {})[match["name"]] = f"{value:.1%}"
+            names[match["name"]] = None
     if not cells:
         return None
     order = sorted(w for w in cells if w != "mean") + (["mean"] if "mean" in cells else [])
-    rows = [(w if w != "mean" else "**mean**", cells[w].get("x", "–"), cells[w].get("y", "–")) for w in order]
-    return _grid(("layer", "x active (encoder ReLU)", "y active (attention-readout ReLU)"), rows)
+    rows = [(w if w != "mean" else "**mean**", *(cells[w].get(name, "–") for name in names)) for w in order]
+    return _grid(("layer", *names), rows)
 
 
 def _config_yaml(config) -> str:
@@ -146,9 +160,12 @@ def _index_results(eval_results: dict) -> list[EvalResult] | None:
     """One EvalResult per known metric that was measured.
 
     Non-finite values are left out of the index (the Hub expects numbers there; an
-    ``.inf`` perplexity would be rejected) but still appear in the card's table.
+    ``.inf`` perplexity would be rejected) but still appear in the card's table. Each metric's
+    display name carries ``eval_results[EVALUATED_ON]`` when given, so the model page says what the
+    number was measured on.
     """
     name, kind = _eval_dataset(eval_results)
+    measured_on = eval_results.get(EVALUATED_ON)
     results = []
     for key, metric_type in _INDEXED_METRICS.items():
         value = _to_plain(eval_results.get(key))
@@ -157,18 +174,24 @@ def _index_results(eval_results: dict) -> list[EvalResult] | None:
                 task_type="text-generation", task_name="Text Generation",
                 dataset_type=kind, dataset_name=name, dataset_split=eval_results.get("split"),
                 metric_type=metric_type, metric_value=float(value),
+                metric_name=f"{metric_type} ({measured_on})" if measured_on else None,
             ))
     return results or None
 
 
 def _usage_snippet(repo_name: str, prompt: str) -> str:
-    """Copy-paste code; json.dumps yields a valid Python string literal for any prompt."""
+    """Copy-paste code; json.dumps yields a valid Python string literal for any prompt.
+
+    AutoTokenizer gets `trust_remote_code=True` too: it reads config.json, whose `auto_map` names remote code,
+    and without the flag it prompts y/N and warns (tests/clean_room.py checks both ways of loading it).
+    """
     repo, text = json.dumps(repo_name), json.dumps(prompt, ensure_ascii=False)
     return "\n".join([
         "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline",
         "",
         f"model = AutoModelForCausalLM.from_pretrained({repo}, trust_remote_code=True)",
         f"tokenizer = AutoTokenizer.from_pretrained({repo}, trust_remote_code=True)",
+        "# (the tokenizer alone, running no code from the repository: PreTrainedTokenizerFast.from_pretrained)",
         'generator = pipeline("text-generation", model=model, tokenizer=tokenizer)',
         f"print(generator({text}, max_new_tokens=64)[0][\"generated_text\"])",
     ])
@@ -230,11 +253,7 @@ def build_model_card(
 
 
 def _loss_points(log_history: list[dict], key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) for every finite ``key`` entry that carries a step.
-
-    Where several entries share a step (a periodic evaluation on a capped subset, then the final one on
-    the whole split), the last one wins: it is the number the card reports.
-    """
+    """(steps, values) for every finite ``key`` entry that carries a step (the last one, if a step repeats)."""
     points = {}
     for entry in log_history:
         value, step = _to_plain(entry.get(key)), entry.get("step")
@@ -272,16 +291,36 @@ def _save_line_plot(lines: list[tuple[tuple[list[float], list[float]], dict]], p
     fig.savefig(path, format="png")
 
 
-def plot_loss_curve(log_history: list[dict], path: str | os.PathLike) -> bool:
-    """Write a PNG of train (``loss``) and validation (``eval_loss``) loss against step.
+def loss_curve_lines(log_history: list[dict], *, validation_data: str | None = None,
+                     final_data: str | None = None) -> list[tuple[tuple[list[float], list[float]], dict]]:
+    """The loss plot's series as ((steps, values), ``Axes.plot`` style), leaving out empty ones.
+
+    Train loss (``loss``), periodic validation (``eval_loss``) and final validation (``final_eval_loss``).
+    The two validations are separate series because they are measured on different data (a capped subset
+    during training, every block at the end): one line through both would show a drop that is only the
+    change of data. ``validation_data`` and ``final_data`` say what each was measured on, in the legend.
+    """
+    def label(name: str, data: str | None) -> str:
+        return f"{name} ({data})" if data else name
+
+    return [(points, style) for points, style in (
+        (_loss_points(log_history, "loss"), {"label": "train loss", "linewidth": 1.2}),
+        (_loss_points(log_history, "eval_loss"),
+         {"label": label("validation loss", validation_data), "marker": "o", "linewidth": 1.5}),
+        (_loss_points(log_history, f"{FINAL_EVAL_PREFIX}_loss"),
+         {"label": label("final validation loss", final_data), "marker": "*", "markersize": 12,
+          "linestyle": "none"}),
+    ) if points[0]]
+
+
+def plot_loss_curve(log_history: list[dict], path: str | os.PathLike, *, validation_data: str | None = None,
+                    final_data: str | None = None) -> bool:
+    """Write a PNG of the ``loss_curve_lines`` against step.
 
     Takes ``Trainer.state.log_history`` as is. Returns False and writes nothing when
     there is no loss to plot, so callers can decide whether to link an image.
     """
-    lines = [(points, style) for points, style in (
-        (_loss_points(log_history, "loss"), {"label": "train loss", "linewidth": 1.2}),
-        (_loss_points(log_history, "eval_loss"), {"label": "validation loss", "marker": "o", "linewidth": 1.5}),
-    ) if points[0]]
+    lines = loss_curve_lines(log_history, validation_data=validation_data, final_data=final_data)
     if not lines:
         return False
     _save_line_plot(lines, path, ylabel="cross-entropy loss", title="Training and validation loss")
@@ -289,18 +328,18 @@ def plot_loss_curve(log_history: list[dict], path: str | os.PathLike) -> bool:
 
 
 def plot_sparsity_curve(log_history: list[dict], path: str | os.PathLike) -> bool:
-    """Write a PNG of the active fraction of neurons against step: per layer, x solid and y dashed.
+    """Write a PNG of each activity series against step, per layer: a colour per layer, a line style per series.
 
     Per layer rather than the mean, because a mean hides a layer whose neurons die or all fire.
-    Returns False and writes nothing when no sparsity was logged.
+    Returns False and writes nothing when no activity was logged.
     """
-    per_layer = sorted((int(m["layer"]), m["kind"], key) for key in last_sparsity(log_history)
-                       if (m := _SPARSITY_KEY.fullmatch(key))["layer"] is not None)
-    if not per_layer:
+    keys = [(m["name"], int(m["layer"]), key) for key in last_sparsity(log_history)
+            if (m := _SPARSITY_KEY.fullmatch(key))["layer"] is not None]
+    if not keys:
         return False
+    styles = {name: ("-", "--", ":", "-.")[i % 4] for i, name in enumerate(dict.fromkeys(n for n, _, _ in keys))}
     lines = [(_loss_points(log_history, key), {
-        "label": f"{kind} layer {layer}", "color": f"C{layer % 10}", "linestyle": "-" if kind == "x" else "--",
-        "marker": "o", "markersize": 3, "linewidth": 1.2}) for layer, kind, key in per_layer]
-    _save_line_plot(lines, path, ylabel="active fraction of neurons",
-                    title="Active neurons (x: encoder, y: attention readout)")
+        "label": f"{name} layer {layer}", "color": f"C{layer % 10}", "linestyle": styles[name],
+        "marker": "o", "markersize": 3, "linewidth": 1.2}) for name, layer, key in sorted(keys, key=lambda k: k[1])]
+    _save_line_plot(lines, path, ylabel="fraction", title="Activity per layer (" + ", ".join(styles) + ")")
     return True

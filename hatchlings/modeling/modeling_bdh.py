@@ -16,7 +16,6 @@ same at context 50 and 5,000.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,43 +27,11 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import RecurrentStateCache
 from .configuration_bdh import BdhConfig
-from .layers import apply_rope_pairs, layer_norm, positions_from_mask, rope_pair_rotor, validate_input_ids
+from .layers import (apply_rope_pairs, layer_norm, positions_from_mask, record_autocast, replay_autocast,
+                     rope_pair_rotor, validate_input_ids, zero_where_inactive_)
 
 STATE = "synapses"  # cache entry per layer: the (B, H, N, D) Hebbian state
 SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consumed, for RoPE positions
-
-
-def _record_autocast(forward):
-    """Decorates an autograd.Function's forward to note the autocast state it runs under, for `_replay_autocast`.
-
-    torch.amp.custom_fwd/custom_bwd do the same but fix the device type when the class is defined; these take
-    it from the first tensor argument, so one Function serves CPU and GPU.
-    """
-    @functools.wraps(forward)
-    def wrapped(ctx, *args):
-        device = next(arg.device.type for arg in args if isinstance(arg, torch.Tensor))
-        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
-        return forward(ctx, *args)
-    return wrapped
-
-
-def _replay_autocast(backward):
-    """Decorates an autograd.Function's backward to run under the autocast state of its forward (autograd runs
-    it outside any autocast region): under mixed precision its products then take the same bfloat16/float16
-    operands as the forward's, instead of failing on bfloat16 saved tensors against float32 gradients."""
-    @functools.wraps(backward)
-    def wrapped(ctx, *grads):
-        with torch.autocast(ctx.autocast[0], dtype=ctx.autocast[1], enabled=ctx.autocast[2]):
-            return backward(ctx, *grads)
-    return wrapped
-
-
-def _zero_where_inactive_(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
-    """grad *= (relu_out > 0) in place and returns grad: ReLU's own backward kernel writing into its input.
-
-    One pass and no allocation; `grad.masked_fill_(relu_out == 0, 0)` would also allocate the mask.
-    """
-    return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad)
 
 
 def _causal_attention(q: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,16 +60,20 @@ class _StrictlyCausalAttention(torch.autograd.Function):
     v: (M, T, D). Returns (H, M, T, D)."""
 
     @staticmethod
-    @_record_autocast
+    @record_autocast
     def forward(ctx, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out, scores = _causal_attention(q, v)
         ctx.save_for_backward(q, v, scores)
         return out
 
     @staticmethod
-    @_replay_autocast
+    @replay_autocast
     def backward(ctx, dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _causal_attention_backward(*ctx.saved_tensors, dout)
+
+    @staticmethod
+    def plain(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _causal_attention(q, v)[0]
 
 
 class _ChunkedAttention(torch.autograd.Function):
@@ -120,7 +91,7 @@ class _ChunkedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    @_record_autocast
+    @record_autocast
     def forward(ctx, q, v, state):
         H, B, n_chunks, C, _ = q.shape
         out, scores = _causal_attention(q.flatten(1, 2), v.flatten(0, 1))  # (H, B*nc, C, D)
@@ -134,7 +105,7 @@ class _ChunkedAttention(torch.autograd.Function):
         return out, S
 
     @staticmethod
-    @_replay_autocast
+    @replay_autocast
     def backward(ctx, dout, d_final):
         q, v, state, scores = ctx.saved_tensors
         dq, dv = _causal_attention_backward(q.flatten(1, 2), v.flatten(0, 1), scores, dout.flatten(1, 2))
@@ -151,6 +122,17 @@ class _ChunkedAttention(torch.autograd.Function):
             dq[:, :, i] += (dout[:, :, i].to(S.dtype) @ S.transpose(-1, -2)).to(dq.dtype)
             _add_outer_(S, q_i, v[:, i])
         return dq, dv, dS if ctx.needs_input_grad[2] else None
+
+    @staticmethod
+    def plain(q, v, state):
+        H, B, n_chunks, C, _ = q.shape
+        out = _causal_attention(q.flatten(1, 2), v.flatten(0, 1))[0].view(H, B, n_chunks, C, -1)
+        S, reads = _initial_state(state, q, v), []
+        for i in range(n_chunks):
+            q_i = q[:, :, i].to(S.dtype)  # (H, B, C, N)
+            reads.append(q_i @ S)  # (H, B, C, D)
+            S = S + q_i.transpose(-1, -2) @ v[:, i].to(S.dtype)  # (H, B, N, D); v_i (B, C, D) shared by heads
+        return out + torch.stack(reads, 2).to(out.dtype), S
 
 
 def _add_outer_(S: torch.Tensor, q_i: torch.Tensor, v_i: torch.Tensor) -> None:
@@ -182,7 +164,7 @@ class _SparseEncoder(torch.autograd.Function):
     """
 
     @staticmethod
-    @_record_autocast
+    @record_autocast
     def forward(ctx, x, encoder, rotor, key_mask):
         B, T, D = x.shape
         H, _, N = encoder.shape
@@ -196,17 +178,24 @@ class _SparseEncoder(torch.autograd.Function):
         return x_sparse, q
 
     @staticmethod
-    @_replay_autocast
+    @replay_autocast
     def backward(ctx, d_x_sparse, dq):
         rows, encoder, rotor, x_sparse = ctx.saved_tensors
         H, B, T, N = x_sparse.shape
         grad = apply_rope_pairs(dq, rotor.conj()).add_(d_x_sparse)  # (H, B, T, N); un-rotating is rotating back
-        _zero_where_inactive_(grad, x_sparse)  # the ReLU's and the padding's backward
+        zero_where_inactive_(grad, x_sparse)  # the ReLU's and the padding's backward
         grad = grad.reshape(H, B * T, N)  # a copy only if dq came in another layout
         dx = torch.addbmm(grad.new_empty(()), grad, encoder.transpose(1, 2), beta=0).view(B, T, -1) \
             if ctx.needs_input_grad[0] else None
         d_encoder = torch.bmm(rows.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
         return dx, d_encoder, None, None
+
+    @staticmethod
+    def plain(x, encoder, rotor, key_mask):
+        x_sparse = torch.relu(torch.einsum("btd,hdn->hbtn", x, encoder))  # (H, B, T, N)
+        if key_mask is not None:
+            x_sparse = x_sparse * key_mask[None, :, :, None].to(x_sparse.dtype)
+        return x_sparse, apply_rope_pairs(x_sparse, rotor.transpose(0, 1))
 
 
 class _GatedReadout(torch.autograd.Function):
@@ -222,7 +211,7 @@ class _GatedReadout(torch.autograd.Function):
     """
 
     @staticmethod
-    @_record_autocast
+    @record_autocast
     def forward(ctx, x_sparse, a, encoder_v, decoder, keep):
         y_sparse = torch.bmm(a, encoder_v).relu_()  # (H, M, N)
         xy = x_sparse * y_sparse  # (H, M, N)
@@ -237,7 +226,7 @@ class _GatedReadout(torch.autograd.Function):
         return z, y_sparse  # (M, D), (H, M, N)
 
     @staticmethod
-    @_replay_autocast
+    @replay_autocast
     def backward(ctx, dz, _):
         if dz is None:  # z did not reach the loss (y_sparse never carries a gradient)
             return None, None, None, None, None
@@ -248,21 +237,34 @@ class _GatedReadout(torch.autograd.Function):
         if keep is not None:
             dxy.mul_(keep)
         d_x_sparse = dxy * y_sparse
-        du = _zero_where_inactive_(dxy.mul_(x_sparse), y_sparse)  # (H, M, N), gradient before the ReLU
+        du = zero_where_inactive_(dxy.mul_(x_sparse), y_sparse)  # (H, M, N), gradient before the ReLU
         d_a = torch.bmm(du, encoder_v.transpose(1, 2))  # (H, M, D)
         d_encoder_v = torch.bmm(a.transpose(1, 2), du)  # (H, D, N)
         return d_x_sparse, d_a, d_encoder_v, d_decoder, None
 
+    @staticmethod
+    def plain(x_sparse, a, encoder_v, decoder, keep):
+        y_sparse = torch.relu(torch.bmm(a, encoder_v))  # (H, M, N)
+        xy = x_sparse * y_sparse if keep is None else x_sparse * y_sparse * keep
+        return torch.bmm(xy, decoder).sum(0), y_sparse.detach()
+
+
+def _apply(function: type[torch.autograd.Function], handwritten: bool, *args):
+    """`function` with its hand-written backward, or (config.handwritten_backward=False) its `plain` twin: the
+    same forward math in plain torch ops, differentiated by autograd, for debugging and new devices."""
+    return function.apply(*args) if handwritten else function.plain(*args)
+
 
 def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tensor | None, chunk_size: int,
-                             return_state: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                             return_state: bool, handwritten: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """a_t = sum_{s<t} <q_t, q_s> v_s  (+ q_t^T state), without ever forming a T x T x N tensor.
 
     Two exact formulations, chosen by cost: per token and head the quadratic form costs T (N + D)
     multiply-adds, the chunked form C (N + D) for the (C x C) block inside its chunk plus 2 N D to read
     and write the running state S = sum_s q_s v_s^T. Short sequences use the former, long ones the latter,
     so training is never slower than the plain quadratic form and is linear in T beyond it. Both have
-    hand-written backward passes (`_StrictlyCausalAttention`, `_ChunkedAttention`).
+    hand-written backward passes (`_StrictlyCausalAttention`, `_ChunkedAttention`), or with `handwritten=False`
+    plain autograd.
 
     q: (B, H, T, N), any layout (the transposed view of a contiguous (H, B, T, N) tensor, which BdhBlock
     passes, needs no copies); v: (B, 1, T, D), shared by every head; state: (B, H, N, D) float32 or None.
@@ -273,7 +275,7 @@ def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tens
     D = v.shape[-1]
     q, v = q.transpose(0, 1), v[:, 0]  # (H, B, T, N), (B, T, D): every product below is a plain batched GEMM
     if T * (N + D) <= chunk_size * (N + D) + 2 * N * D:
-        out = _StrictlyCausalAttention.apply(q, v)  # (H, B, T, D)
+        out = _apply(_StrictlyCausalAttention, handwritten, q, v)  # (H, B, T, D)
         if state is not None:
             out = out + (q.float() @ state.transpose(0, 1)).to(out.dtype)
         if return_state:
@@ -285,7 +287,7 @@ def chunked_linear_attention(q: torch.Tensor, v: torch.Tensor, state: torch.Tens
     if pad:
         q, v = F.pad(q, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))  # zero rows write nothing to the state
     qc, vc = q.unflatten(2, (-1, chunk_size)), v.unflatten(1, (-1, chunk_size))  # (H, B, nc, C, N), (B, nc, C, D)
-    out, final = _ChunkedAttention.apply(qc, vc, None if state is None else state.transpose(0, 1))
+    out, final = _apply(_ChunkedAttention, handwritten, qc, vc, None if state is None else state.transpose(0, 1))
     out = out.flatten(2, 3)[:, :, :T]  # (H, B, T, D)
     return out.transpose(0, 1), (final.transpose(0, 1).contiguous() if return_state else None)
 
@@ -327,24 +329,26 @@ class BdhBlock(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.dropout)
         self.eps = config.layer_norm_eps
         self.chunk_size = config.attn_chunk_size
+        self.handwritten = config.handwritten_backward
 
     def forward(self, x: torch.Tensor, rotor: torch.Tensor, key_mask: torch.Tensor | None,
                 state: torch.Tensor | None = None, return_state: bool = False, output_sparsity: bool = False):
         """x: (B, T, D) -> new x (B, T, D), new state (B, H, N, D) or None, zero fractions (2,) or None."""
         B, T, D = x.shape
         H, _, N = self.encoder.shape
-        x_sparse, q = _SparseEncoder.apply(x, self.encoder, rotor, key_mask)  # (H, B, T, N) each
+        x_sparse, q = _apply(_SparseEncoder, self.handwritten, x, self.encoder, rotor, key_mask)  # (H, B, T, N) each
         q = q.transpose(0, 1)  # (B, H, T, N) view
         if T == 1 and state is not None:
             a, state = recurrent_linear_attention_step(q, x[:, None], state)
         else:
-            a, state = chunked_linear_attention(q, x[:, None], state, self.chunk_size, return_state)
+            a, state = chunked_linear_attention(q, x[:, None], state, self.chunk_size, return_state, self.handwritten)
         a = layer_norm(a.transpose(0, 1), self.eps).reshape(H, B * T, D)  # (H, B*T, D)
         rows = x_sparse.view(H, B * T, N)
         keep = None  # dropout of x_sparse * y_sparse, as a mask scaled by 1 / (1 - p)
         if self.training and self.dropout.p > 0:
-            keep = torch.empty_like(rows).bernoulli_(1 - self.dropout.p).div_(1 - self.dropout.p)
-        z, y_sparse = _GatedReadout.apply(rows, a, self.encoder_v, self.decoder.view(H, N, D), keep)  # (B*T, D)
+            keep = rows.new_empty(rows.shape).bernoulli_(1 - self.dropout.p).div_(1 - self.dropout.p)
+        z, y_sparse = _apply(_GatedReadout, self.handwritten, rows, a, self.encoder_v, self.decoder.view(H, N, D),
+                             keep)  # (B*T, D), (H, B*T, N)
         y_sparse = y_sparse.view(H, B, T, N)
         x = layer_norm(x + layer_norm(z.view(B, T, D), self.eps), self.eps)
         stats = _zero_fractions(x_sparse.transpose(0, 1), y_sparse.transpose(0, 1), key_mask) \
@@ -488,6 +492,14 @@ class BdhForCausalLM(BdhPreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return BdhCausalLMOutput(loss=loss, logits=logits, past_key_values=out.past_key_values,
                                  hidden_states=out.hidden_states, sparsity=out.sparsity)
+
+    def activity_series(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+                        ) -> dict[str, torch.Tensor]:
+        """Named per-layer activity for the platform's tracking (hatchlings.training.sparsity): the share of
+        active (non-zero) encoder neurons `x_active` and attention-readout neurons `y_active`, (L,) each."""
+        zero = self(input_ids=input_ids, attention_mask=attention_mask, output_sparsity=True,
+                    use_cache=False).sparsity  # (L, 2)
+        return {"x_active": 1 - zero[:, 0], "y_active": 1 - zero[:, 1]}
 
 
 __all__ = ["BdhForCausalLM", "BdhModel", "BdhPreTrainedModel", "chunked_linear_attention",

@@ -130,16 +130,24 @@ def split_muon_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Par
     return muon, adamw, "optimizer parameter groups:\n" + "\n".join(lines)
 
 
-def _adamw_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float) -> list[dict]:
-    """Decay only >=2-D tensors that are not embedding-like (hidden matrices, >2-D weights).
+def decay_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters weight decay applies to: >=2-D tensors that are not embedding-like.
 
     No decay on 1-D tensors (norm gains, biases: shrinking them has no regularising meaning), nor on
     embedding tables and the output head (rows of rarely-seen tokens would decay towards zero between
-    their updates; tied or not, the head is treated like the embedding).
+    their updates; tied or not, the head is treated like the embedding). The one rule for every optimizer
+    and every model: `HatchlingsTrainer.get_decay_parameter_names` (Trainer's own AdamW, `--optim`, the arena)
+    and `_adamw_groups` (Muon's AdamW half, the Wiener-SNR wrapper) both use it.
     """
     embedding = _embedding_like(model)
-    decay = [p for p in params if p.ndim >= 2 and id(p) not in embedding]
-    ids = {id(p) for p in decay}
+    return [name for name, p in model.named_parameters() if p.ndim >= 2 and id(p) not in embedding]
+
+
+def _adamw_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """`params` in a decayed and an undecayed group, by `decay_parameter_names`; empty groups left out."""
+    named = dict(model.named_parameters())
+    ids = {id(named[name]) for name in decay_parameter_names(model)}
+    decay = [p for p in params if id(p) in ids]
     no_decay = [p for p in params if id(p) not in ids]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]

@@ -1,15 +1,17 @@
-"""Neuron sparsity over training, for architectures whose forward takes `output_sparsity` (BDH).
+"""Per-layer activity statistics over training, for any architecture whose model reports them.
 
 Sparse positive activations are why one picks BDH, so a run should show whether they stay sparse (or
-die, or saturate) as it learns. At every evaluation and at the end of training the model reads the
-same few validation blocks with `output_sparsity=True`; the per-layer share of active (non-zero)
-neurons goes into the Trainer's log history, hence into trainer_state.json, reporters, and the model
-card's sparsity plot and table.
+die, or saturate) as it learns; other architectures have their own such numbers (HRAN's inhibition
+sparsity, the Hybrid's mixer gates). A model reports them with a method
+`activity_series(input_ids, attention_mask=None) -> {name: (num_layers,) tensor}` (values are fractions in
+[0, 1], e.g. BDH's `x_active` and `y_active`). At every evaluation and at the end of training the model
+reads the same few validation blocks; each series goes into the Trainer's log history per layer and as a
+mean (`sparsity/<name>_layer<i>`, `sparsity/<name>_mean`), hence into trainer_state.json, reporters, and the
+model card's plot and table.
 """
 
 from __future__ import annotations
 
-import inspect
 from itertools import islice
 
 import torch
@@ -21,17 +23,16 @@ SPARSITY_BLOCKS = 4  # a fixed handful of blocks: enough for stable fractions, n
 _MODEL_INPUTS = ("input_ids", "attention_mask")  # labels would only add a loss nobody reads
 
 
-def accepts_output_sparsity(model) -> bool:
-    """Whether `model.forward` takes `output_sparsity`, i.e. reports its zero-neuron fractions."""
-    return "output_sparsity" in inspect.signature(model.forward).parameters
+def reports_activity(model) -> bool:
+    """Whether the model has `activity_series`, i.e. reports named per-layer activity statistics."""
+    return callable(getattr(model, "activity_series", None))
 
 
 class SparsityCallback(TrainerCallback):
-    """Logs `sparsity/{x,y}_active_layer<i>` and `sparsity/{x,y}_active_mean` (1 - zero fraction).
+    """Logs every series of the model's `activity_series` per layer and as its mean over layers.
 
-    x is the encoder ReLU's output, y the attention readout's (columns 0 and 1 of the model's
-    `(num_hidden_layers, 2)` `.sparsity`). The batch is taken once, so every point of the curve is
-    measured on the same tokens and differences come from the weights alone.
+    The batch is taken once, so every point of the curve is measured on the same tokens and differences
+    come from the weights alone.
 
     Every process measures: under FSDP the forward gathers sharded weights collectively, so a rank
     that skipped it would hang the others; under DDP it is a local call on the unwrapped model. All
@@ -49,8 +50,8 @@ class SparsityCallback(TrainerCallback):
         self._measured_step: int | None = None
 
     @torch.no_grad()
-    def active_fractions(self, model) -> torch.Tensor:
-        """(num_hidden_layers, 2) share of non-zero x and y neurons on the fixed batch, in eval mode.
+    def activity(self, model) -> dict[str, list[float]]:
+        """{name: per-layer values} of the model's `activity_series` on the fixed batch, in eval mode.
 
         Eval mode, so dropout cannot change what is measured; the previous mode is restored after.
         """
@@ -58,17 +59,16 @@ class SparsityCallback(TrainerCallback):
         model.eval()
         try:
             inputs = {k: v.to(model.device) for k, v in self.inputs.items()}
-            return 1.0 - model(**inputs, output_sparsity=True, use_cache=False).sparsity.float().cpu()
+            return {name: values.float().cpu().tolist() for name, values in model.activity_series(**inputs).items()}
         finally:
             model.train(was_training)
 
     def measure(self, state, model) -> None:
-        """Log the active fractions at the current step."""
-        active = self.active_fractions(model)
+        """Log the activity series at the current step."""
         logs = {}
-        for column, kind in enumerate(("x", "y")):
-            logs.update({sparsity_log_key(kind, layer): value for layer, value in enumerate(active[:, column].tolist())})
-            logs[sparsity_log_key(kind)] = active[:, column].mean().item()
+        for name, values in self.activity(model).items():
+            logs.update({sparsity_log_key(name, layer): value for layer, value in enumerate(values)})
+            logs[sparsity_log_key(name)] = sum(values) / len(values)
         self._measured_step = state.global_step
         self._log(logs)
 
@@ -84,8 +84,8 @@ class SparsityCallback(TrainerCallback):
 
 def track_sparsity(trainer: Trainer, n_blocks: int = SPARSITY_BLOCKS) -> SparsityCallback | None:
     """Add a `SparsityCallback` on the first `n_blocks` validation blocks to `trainer` if its model reports
-    sparsity and there is validation data; return it (None when not added, so other models are unaffected)."""
-    if trainer.eval_dataset is None or not accepts_output_sparsity(trainer.model):
+    activity and there is validation data; return it (None when not added, so other models are unaffected)."""
+    if trainer.eval_dataset is None or not reports_activity(trainer.model):
         return None
     callback = SparsityCallback(trainer, trainer.eval_dataset, n_blocks)
     trainer.add_callback(callback)

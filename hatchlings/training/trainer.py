@@ -1,5 +1,5 @@
 """The Trainer every hatchlings architecture trains with: Transformers' own, plus bits-per-byte metrics,
-atomic checkpoints, and a clean stop on Ctrl+C / SIGTERM."""
+a model's auxiliary loss, atomic checkpoints, and a clean stop on Ctrl+C / SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,24 +8,95 @@ import shutil
 import signal
 
 import torch
-from transformers import Trainer, TrainerCallback
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..metrics.lm_perplexity.lm_perplexity import lm_metrics  # the one formula, shared with `hatchlings eval`
+from .errors import UsageError
+from .optim import decay_parameter_names
 
 STAGING = ".staging"  # checkpoints are written here, then renamed into place
 
 
 class HatchlingsTrainer(Trainer):
-    """`Trainer` whose evaluations also report perplexity and bits per byte, and whose checkpoints are atomic.
+    """`Trainer` whose evaluations also report perplexity and bits per byte, which trains on a model's auxiliary
+    loss too, and whose checkpoints are atomic.
 
     Metrics are added in `evaluation_loop` (not a callback) so they are in the same log line and in
     `trainer.evaluate()`'s return value, without gathering logits as `compute_metrics` would.
+
+    Auxiliary loss (Mixtral's convention): a model whose output has `aux_loss` (a scalar tensor, *unweighted*,
+    never already part of its `loss`) trains on LM loss + `config.aux_loss_coef` (default 1.0) x aux_loss, where
+    the LM loss is whatever Trainer computes (the model's own, or `compute_loss_func`'s smoothed / z-loss one,
+    which read only the logits and would otherwise drop it). Training logs get the unweighted `aux_loss` as
+    its own entry; `loss` is the whole objective. Evaluation leaves it out, so `eval_loss` stays comparable.
     """
 
     def __init__(self, *args, bytes_per_token: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.bytes_per_token = bytes_per_token
+        self.aux_loss_coef = aux_loss_coef(self.model)
+        self._aux_sum, self._aux_count = 0.0, 0  # since the last training log line
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """The one decay rule (`optim.decay_parameter_names`) for Trainer's own optimizers too: by tensor shape
+        and the model's embeddings, not by parameter names, which differ between architectures."""
+        return decay_parameter_names(model)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """Trainer's loss, plus `aux_loss_coef` x the model's `aux_loss` when training (see the class docstring).
+
+        The LM loss may already be normalised over the whole accumulated batch (then Trainer does not divide
+        by the accumulation steps afterwards); the auxiliary loss is a per-micro-batch mean, so it is divided
+        here in that case, making its gradient the mean over micro-batches either way.
+        """
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        aux = outputs.get("aux_loss") if isinstance(outputs, dict) else None
+        if aux is not None and torch.is_grad_enabled():
+            self._aux_sum, self._aux_count = self._aux_sum + aux.detach().float(), self._aux_count + 1
+            weight = self.aux_loss_coef
+            if self._loss_is_scaled_for_ga(num_items_in_batch):
+                weight = weight / getattr(self, "current_gradient_accumulation_steps", 1)  # set by the training loop
+            loss = loss + weight * aux.to(loss.dtype)
+        return (loss, outputs) if return_outputs else loss
+
+    def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
+        """Trainer's own test (training_step, Transformers 5.23) of whether it will divide the loss by the
+        accumulation steps: not when the loss was normalised by `num_items_in_batch` or by `compute_loss_func`."""
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) \
+            or self.compute_loss_func is not None
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Add the mean unweighted `aux_loss` since the last training log line to that line (mean over processes)."""
+        if "loss" in logs and self._aux_count:
+            mean = torch.as_tensor(self._aux_sum / self._aux_count, device=self.args.device)
+            logs = {**logs, "aux_loss": self.accelerator.reduce(mean, reduction="mean").item()}
+            self._aux_sum, self._aux_count = 0.0, 0
+        super().log(logs, *args, **kwargs)
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        _restore_fsdp_on_cpu(self)
+
+    def unsharded_model(self):
+        """The trained model as an ordinary module to export and sample from; every rank must call it.
+
+        Under FSDP the parameters are shards (DTensors), so a forward or `save_pretrained` is a collective that
+        rank 0 cannot run alone: the full weights are gathered (every rank takes part) into a fresh model on
+        rank 0, and the other ranks get None. Without FSDP this is `self.model` itself.
+        """
+        if not self.is_fsdp_enabled:
+            return self.model
+        full = self.accelerator.get_state_dict(self.model)  # complete on rank 0, empty elsewhere
+        if not self.is_world_process_zero():
+            return None
+        model = AutoModelForCausalLM.from_config(self.model.config)
+        model.load_state_dict(full)
+        return model.to(self.args.device)
 
     def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
         output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
@@ -64,6 +135,38 @@ class HatchlingsTrainer(Trainer):
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         _barrier()
+
+
+def aux_loss_coef(model) -> float:
+    """The weight of the model's `aux_loss` in the training objective: `config.aux_loss_coef`, 1.0 when unset.
+
+    In the model's config (like Mixtral's `router_aux_loss_coef`), because the weight is part of the
+    architecture's objective and travels with the exported model; a preset sets it in its `model` section.
+    """
+    coef = getattr(getattr(model, "config", None), "aux_loss_coef", 1.0)
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not coef >= 0:
+        raise UsageError(f"model.aux_loss_coef must be a number >= 0, got {coef!r}")
+    return float(coef)
+
+
+def _restore_fsdp_on_cpu(trainer: Trainer) -> None:
+    """Shard on CPU processes when FSDP was asked for, instead of the DDP accelerate 1.15 silently falls back to.
+
+    `AcceleratorState` turns FSDP on only for GPU-like device types (MULTI_GPU, MULTI_XPU, ...): a gloo CPU run
+    is MULTI_CPU, so the plugin from `accelerate launch --config_file fsdp.yaml` (or `--fsdp`) is dropped and
+    Trainer wraps the model in DDP. torch's `fully_shard` works on CPU with gloo, so the plugin is put back and
+    the run shards, checkpoints and resumes as it would on GPUs (the CPU test of the sharded path).
+    """
+    state = trainer.accelerator.state
+    if state.distributed_type != DistributedType.MULTI_CPU or os.environ.get("ACCELERATE_USE_FSDP") != "true":
+        return
+    plugin = FullyShardedDataParallelPlugin(**(trainer.args.fsdp_plugin_args or {}))  # the rest from FSDP_* env
+    if state.mixed_precision != "no":
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.fsdp_plugin = plugin
+    # Both Borg states, as accelerate does on GPUs: every `AcceleratorState()` re-reads PartialState's type.
+    state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
 
 
 def _barrier() -> None:
