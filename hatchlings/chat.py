@@ -25,7 +25,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from .architectures import record_of_model, resolve
 from .generation import Utf8Streamer, check_generation_args, generate_text
 from .tokenization import tokenizer_kind
-from .training.errors import UsageError
+from .errors import UsageError
 
 #: tokenizer.model_max_length when the tokenizer was saved without one (transformers' VERY_LARGE_INTEGER)
 _UNSET_LENGTH = 10**29

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .training.errors import UsageError
+from .errors import UsageError
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
-from .training.errors import UsageError
+from .errors import UsageError
 
 CHUNK_BYTES = 1 << 16
 TIMEOUT_S = 60.0
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         for path in get(args.name, args.dir):
             print(path)
         return 0
-    from .bench.runner import Table
+    from .reports import Table
 
     rows = _rows(data_dir(args.dir))
     print(Table("Data (`hatchlings data get NAME`)", list(rows[0]), rows).markdown())

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .training.errors import UsageError
+from .errors import UsageError
 
 if TYPE_CHECKING:  # numpy is imported lazily at run time; the annotations name it
     import numpy as np

@@ -17,7 +17,7 @@ import torch
 from transformers import BatchEncoding
 from transformers.generation.streamers import BaseStreamer
 
-from .training.errors import UsageError
+from .errors import UsageError
 
 #: What a lossy UTF-8 decode puts where bytes do not (yet) form a character.
 REPLACEMENT = "\ufffd"

@@ -13,7 +13,7 @@ import ast
 import json
 from pathlib import Path
 
-from .training.errors import UsageError
+from .errors import UsageError
 
 # Training leftovers that live beside the exported model in a run folder: Trainer checkpoints (with
 # pickled optimizer state), the trainer's and the exporter's staging folders, TensorBoard logs and

@@ -8,7 +8,7 @@ import hatchlings.chat
 from contract import ArchSpec
 from hatchlings.chat import ChatSession, Settings
 from hatchlings.generation import Utf8Streamer, generate_text
-from hatchlings.training.errors import UsageError
+from hatchlings.errors import UsageError
 from hatchlings.training.export import export_hub_folder
 
 CONTEXT = 48  # tokens the tiny export takes, so that an over-long prompt is cheap to write

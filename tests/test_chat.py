@@ -20,7 +20,7 @@ from contract import REPO_ROOT
 from hatchlings import architectures
 from hatchlings.chat import ChatSession, SentenceEnd, Settings
 from hatchlings.cli import main
-from hatchlings.training.errors import UsageError
+from hatchlings.errors import UsageError
 from test_bdh import SPEC as BDH
 
 LONG_PROMPT = "Tell me a long story. " * 20  # more than CONTEXT tokens

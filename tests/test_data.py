@@ -12,7 +12,7 @@ from datasets import Dataset, IterableDataset
 
 from hatchlings.tokenization import build_byte_tokenizer
 from hatchlings.training import DataConfig, UsageError
-from hatchlings.training.data import build_datasets
+from hatchlings.training.data import build_datasets, holds_instructions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLUMNS = ["input_ids", "labels", "attention_mask"]
@@ -156,6 +156,17 @@ def test_mixed_instruction_and_text_concatenate_in_file_order(tmp_path, tok):
     check_example(rows[6], tok, "Say 0.", "", "0!", 48)
     assert rows[-1]["input_ids"] == list(("more text\n" * 20).encode())[144:192]
     assert len(val) == 10 and (stats.bytes, stats.tokens) == (2 * 10, 3 * 10)  # "i!" + eos per example
+
+
+def test_holds_instructions_tells_instruction_rows_from_packed_text(tmp_path, tok):
+    """What the export records as `instruction_tuned` (so `hatchlings chat` uses the chat template)."""
+    text = tmp_path / "a.txt"
+    text.write_text("plain text line\n" * 20)
+    inst = write_jsonl(tmp_path / "b.jsonl", [{"instruction": f"Say {i}.", "output": f"{i}!"} for i in range(10)])
+    plain, _, _ = build_datasets(DataConfig(train_file=[str(text)], block_size=48), tok)
+    mixed, _, _ = build_datasets(DataConfig(train_file=[str(text), str(inst)], block_size=48), tok)
+    assert not holds_instructions(plain) and holds_instructions(mixed)
+    assert holds_instructions(mixed.to_iterable_dataset()) and not holds_instructions(plain.to_iterable_dataset())
 
 
 def test_streaming_yields_packed_blocks_lazily(tmp_path, tok):

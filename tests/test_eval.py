@@ -20,7 +20,7 @@ import hatchlings
 from hatchlings.evaluation import add_arguments, evaluate_file, run, sliding_windows, token_bytes
 from hatchlings.metrics import METRICS_DIR
 from hatchlings.tokenization import build_byte_tokenizer
-from hatchlings.training.errors import UsageError
+from hatchlings.errors import UsageError
 from hatchlings.metrics.lm_perplexity.lm_perplexity import lm_metrics
 
 METRIC = METRICS_DIR / "lm_perplexity"

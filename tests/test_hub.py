@@ -17,7 +17,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import filter_repo_objects
 
 from hatchlings import hub
-from hatchlings.training.errors import UsageError
+from hatchlings.errors import UsageError
 
 COMMIT_URL = "https://huggingface.co/me/bdh-tiny/commit/0123456789abcdef"
 LEFTOVERS = ["checkpoint-2/optimizer.pt", "checkpoint-2/model.safetensors", "runs/events.out.tfevents.1",

@@ -18,7 +18,7 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Tra
 
 import hatchlings
 from hatchlings.training.ema import EMA_FILE, EmaCallback
-from hatchlings.training.errors import UsageError
+from hatchlings.errors import UsageError
 from hatchlings.training.losses import causal_lm_loss, declare_causal_lm_loss, make_compute_loss
 from hatchlings.training.optim import (ComposedOptimizer, MuonAdamW, OptimConfig, WienerSNR, build_optimizer,
                                        split_muon_params)

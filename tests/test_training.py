@@ -154,21 +154,6 @@ def test_cli_generate_and_stream(trained):
     assert streamed.stdout.rstrip("\n") == greedy.stdout.rstrip("\n")  # streaming prints the same text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["generate", "/no/such/model"], "not a saved model folder"),
-    (["train", "--config", "/no/such.yaml"], "config file not found"),
-    (["train", "--architecture", "dragon"], "unknown architecture 'dragon'"),
-    (["bench", "nope"], "unknown benchmark 'nope'"),
-    (["push", "/no/such/model", "--repo-id", "user/name"], "not a folder"),
-])
-def test_cli_errors_are_one_line(args, message):
-    result = cli(*args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"hatchlings: error: {result.stderr.split('error: ', 1)[1].strip()}"]
-    assert message in result.stderr
-
-
 def test_train_py_under_accelerate_with_two_processes(tmp_path):
     """`accelerate launch` with 2 gloo processes: same command, no code change, clean exit, one export."""
     preset = dict(TINY_PRESET, training=dict(TINY_PRESET["training"], max_steps=4, eval_steps=2, logging_steps=2))

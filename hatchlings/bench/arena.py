@@ -38,8 +38,8 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Lla
 from ..architectures import RECORDS, record_for
 from ..data_sources import cached_path
 from ..metrics.lm_perplexity.lm_perplexity import lm_metrics
-from .runner import (Plot, Report, Table, _synchronize, generation_timing, ms_per_token_cell, trusted_ms,
-                     trusted_points)
+from ..reports import Plot, Table
+from .runner import Report, _synchronize, generation_timing, ms_per_token_cell, trusted_ms, trusted_points
 
 DEFAULT_FILE = str(cached_path("tinyshakespeare"))  # in the data folder after `hatchlings data get tinyshakespeare`
 SIZES = {"micro": 64, "tiny": 128, "small": 256, "medium": 512}  # width (hidden size) of every model
@@ -116,7 +116,7 @@ def build_model(arch: str, size: str, positions: int, vocab_size: int = 259, spe
 # -------------------------------------------------------------------------------------------------- data
 
 def check_file(path: str) -> Path:
-    from ..training.errors import UsageError
+    from ..errors import UsageError
 
     if not Path(path).is_file():
         raise UsageError(f"arena data not found: {path} (pass --file, or fetch tiny Shakespeare: "
@@ -488,7 +488,7 @@ def add_arguments(parser) -> None:
 
 def settings_from_args(args) -> tuple[Settings, list[str]]:
     """The run's Settings and the models to compare, checked (a bad flag fails before any training)."""
-    from ..training.errors import UsageError
+    from ..errors import UsageError
 
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = sorted(set(archs) - set(ARCHS))

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..reference.bdh import model_weights, reference_bdh
-from .runner import Report, Table, generation_timing, median_seconds
+from ..reports import Table
+from .runner import Report, generation_timing, median_seconds
 
 TINY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, mlp_internal_dim_multiplier=16,
             dropout=0.0, attn_chunk_size=64)  # configs/bdh-tiny.yaml

@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from ..architectures import RECORDS, resolve
-from ..bench.runner import write_results
-from ..training.errors import UsageError
+from ..reports import write_results
+from ..errors import UsageError
 from . import common, merge, scaling
 _NOT_IN_COMMAND = ("command", "arch", "what", "model", "output_dir")  # do not change the results
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..training.errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_BLOCK_SIZE = 256
 DEFAULT_MAX_TOKENS = 32_768  # 128 blocks of 256: about a minute of reference forward passes on 2 CPU cores

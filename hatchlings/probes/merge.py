@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench.runner import Table
+from ..reports import Table
 from ..modeling.merge_bdh import average_bdh, merge_bdh
 
 
@@ -57,7 +57,7 @@ def run(args) -> tuple[list[Table], object]:
     """Loss of each parent, the neuron-concatenated merge and the weight average on both texts."""
     from ..bench.arena import load_split, mean_loss
     from ..metrics.lm_perplexity.lm_perplexity import lm_metrics
-    from ..training.errors import UsageError
+    from ..errors import UsageError
     from .common import load_model
 
     if not args.file or not args.other_file:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ..reference.bdh import model_weights, reference_bdh
-from ..bench.runner import Table
+from ..reports import Table
 from ..plotting import new_figure
-from ..training.errors import UsageError
+from ..errors import UsageError
 from . import common
 
 CONTEXTS_SHOWN = 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench.runner import Plot, Table, panels_figure
+from ..reports import Plot, Table, panels_figure
 
 DEFAULT_SIZES = "micro,tiny,small"  # about 0.23M, 0.85M and 3.3M parameters: what 2 CPU cores train in minutes
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args, size: str):
     from ..bench.arena import DEFAULT_FILE, SIZES, Settings
-    from ..training.errors import UsageError
+    from ..errors import UsageError
 
     if size not in SIZES:
         raise UsageError(f"--sizes: unknown size {size!r}; known: {', '.join(SIZES)}")
@@ -39,7 +39,7 @@ def _settings(args, size: str):
 def run(args) -> tuple[list[Table], object]:
     """Train every (model, size) pair in its own process; tabulate and plot bits/byte against parameters."""
     from ..bench.arena import ARCHS, check_file, measure_isolated
-    from ..training.errors import UsageError
+    from ..errors import UsageError
 
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..reference.bdh import model_weights, reference_bdh
-from ..bench.runner import Table
+from ..reports import Table
 from ..plotting import new_figure
 from . import common
 

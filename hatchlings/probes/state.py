@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from ..reference.bdh import model_weights, reference_bdh
-from ..bench.runner import Table
+from ..reports import Table
 from ..modeling.modeling_bdh import STATE
 from ..plotting import new_figure
-from ..training.errors import UsageError
+from ..errors import UsageError
 from . import common
 
 BOOTSTRAP_RESAMPLES = 2000

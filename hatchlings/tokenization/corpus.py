@@ -54,7 +54,7 @@ class CorpusSample:
 def _file_pieces(path: str) -> Iterator[str]:
     """A text file in pieces; not UTF-8 is the same one-line error training gives."""
     from ..training.text import bad_utf8_line
-    from ..training.errors import UsageError
+    from ..errors import UsageError
 
     try:
         with open(path, encoding="utf-8") as f:

@@ -32,7 +32,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from ..architectures import record_of_model
 from ..model_cards import plot_loss_curve
 from ..model_cards.card import CURVE_EVALUATED_ON, DEFAULT_LIMITATIONS, EVALUATED_ON, _index_results, _table
-from .errors import UsageError
+from ..errors import UsageError
 from .export import _umask, load_model_folder
 
 ADAPTER_TEMPLATE = Path(__file__).parents[1] / "model_cards" / "adapter_template.md"

@@ -33,7 +33,7 @@ from ..architectures import config_class_for
 from ..tokenization import TOKENIZER_KINDS
 from .adapters import LoraSettings, add_lora_flags, lora_settings
 from .text import DataConfig
-from .errors import UsageError
+from ..errors import UsageError
 from .optim import OptimConfig
 
 

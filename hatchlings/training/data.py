@@ -31,7 +31,7 @@ from datasets import (Dataset, DatasetDict, Features, IterableDataset, Value, co
                       load_from_disk)
 
 from ..tokenization import is_byte_tokenizer
-from .errors import UsageError
+from ..errors import UsageError
 from .streaming import streamed_train, streamed_validation
 from .text import (MAP_BATCH, ROW_FEATURES, TOKEN_FEATURES, DataConfig, Source, TextStats, bad_utf8_line,
                    check_not_binary, encode_text, is_streamed, raw_byte_batches, resolve_sources)
@@ -319,6 +319,14 @@ def prepare_rows(sources: list[Source], tokenizer, data: DataConfig) -> tuple[Da
 
 
 # ---------------------------------------------------------------------------------------------- public
+
+def holds_instructions(rows: Dataset | IterableDataset) -> bool:
+    """Whether training rows include instruction examples: only they mask labels (-100 on the prompt and the
+    padding); packed plain text never does. A stream is judged by its first 1,000 rows."""
+    if isinstance(rows, IterableDataset):
+        return any(-100 in row["labels"] for row in rows.take(1000))
+    return len(rows) > 0 and pc.min(pc.list_flatten(rows.data.column("labels"))).as_py() == -100
+
 
 def build_datasets(data: DataConfig, tokenizer) -> tuple[Dataset | IterableDataset, Dataset, TextStats]:
     """Train and validation rows plus the bytes-per-token of the scored validation text.

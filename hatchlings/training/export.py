@@ -18,7 +18,7 @@ from transformers import GenerationConfig
 from ..architectures import record_for
 from ..model_cards import build_model_card, last_sparsity, plot_loss_curve, plot_sparsity_curve
 from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON
-from .errors import UsageError
+from ..errors import UsageError
 
 def default_generation_config(model) -> GenerationConfig:
     """Sampling defaults for the Hub widget and `pipeline`; callers can still pass do_sample=False."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
 
 OPTIMIZER_NAMES = ("adamw", "muon")
 

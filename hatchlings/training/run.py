@@ -17,20 +17,21 @@ import torch
 from transformers import AutoModelForCausalLM, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON, FINAL_EVAL_PREFIX
 from ..architectures import config_class_for, record_for
+from ..errors import UsageError
+from ..generation import generate_text
+from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON, FINAL_EVAL_PREFIX
 from ..tokenization import build_tokenizer, expand_char_vocab, tokenizer_kind
 from ..tokenization.corpus import CorpusSample
 from ..tokenization.resize import resize_for_new_tokens
-from .config import RunConfig, parse_run_config
-from .data import build_datasets
-from .ema import EmaCallback
 from .adapters import adapter_exporter, check_checkpoint_kind, prepare_adapter
+from .config import RunConfig, parse_run_config
+from .data import build_datasets, holds_instructions
+from .ema import EmaCallback
 from .export import export_hub_folder, load_model_folder
 from .losses import make_compute_loss
 from .optim import build_optimizer
 from .sparsity import track_sparsity
-from .errors import UsageError
 from .trainer import GracefulStop, HatchlingsTrainer
 
 
@@ -76,8 +77,6 @@ def _train_info(run: RunConfig, trainer, n_train_blocks: str, seconds: float) ->
 def sample(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
            top_k: int = 50) -> str:
     """Continue `prompt` (as `hatchlings generate` would): the quick look at what the model learned."""
-    from ..generation import generate_text  # it imports training.errors, so not at the top (a cycle)
-
     model.eval()
     return generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                          top_k=top_k)
@@ -239,8 +238,11 @@ def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss
     """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
     prompt = run.generation.get("prompt", "\n")
     info = _train_info(run, trainer, n_train, seconds)
-    out = (adapter_exporter(run) or export_hub_folder)(
-        model, tokenizer, run.training.output_dir, architecture=run.architecture,
+    exporter = adapter_exporter(run)
+    # a full export says whether it was instruction-tuned, so `hatchlings chat` knows to use the chat template
+    extra = {} if exporter else {"instruction_tuned": holds_instructions(trainer.train_dataset)}
+    out = (exporter or export_hub_folder)(
+        model, tokenizer, run.training.output_dir, architecture=run.architecture, **extra,
         train_info=info,
         eval_results={"dataset": _validation_name(run), **_evaluated_on(run, trainer, n_val),
                       "eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datasets import Dataset, IterableDataset, load_dataset
 
 from ..tokenization import is_byte_tokenizer
-from .errors import UsageError
+from ..errors import UsageError
 from .text import (MAP_BATCH, ROW_FEATURES, DataConfig, Source, TextStats, bad_utf8_line, check_not_binary,
                    encode_text, is_streamed, raw_byte_batches, scored_stats)
 

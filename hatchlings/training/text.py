@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datasets import Features, List, Value
 
-from .errors import UsageError
+from ..errors import UsageError
 
 MAP_BATCH = 10_000  # rows per map batch; packing drops at most one partial block per batch
 TEXT_SUFFIXES = (".txt", ".md")  # what a plain folder contributes

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..metrics.lm_perplexity.lm_perplexity import lm_metrics  # the one formula, shared with `hatchlings eval`
-from .errors import UsageError
+from ..errors import UsageError
 from .optim import decay_parameter_names
 
 STAGING = ".staging"  # checkpoints are written here, then renamed into place
