@@ -83,6 +83,19 @@ def positions_from_mask(attention_mask: torch.Tensor | None, batch: int, length:
     return pos
 
 
+def causal_lm_loss(model, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None,
+                   **kwargs) -> torch.Tensor:
+    """The model's `loss_function` (labels shifted inside, -100 ignored), minus predictions made from padding.
+
+    With left padding, the first real token's label would be "predicted" from a padding slot that the model
+    never saw as context; it is masked to -100 so that padded and unpadded batches score the same tokens.
+    logits: (B, T, V); labels, attention_mask: (B, T).
+    """
+    if attention_mask is not None and attention_mask.shape == labels.shape:
+        labels = labels.masked_fill(F.pad(attention_mask[:, :-1] == 0, (1, 0), value=False), -100)
+    return model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size, **kwargs)
+
+
 # ------------------------------------------------------------- helpers of hand-written autograd Functions
 
 def record_autocast(forward):

@@ -27,8 +27,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import RecurrentStateCache
 from .configuration_bdh import BdhConfig
-from .layers import (apply_rope_pairs, layer_norm, positions_from_mask, record_autocast, replay_autocast,
-                     rope_pair_rotor, validate_input_ids, zero_where_inactive_)
+from .layers import (apply_rope_pairs, causal_lm_loss, layer_norm, positions_from_mask, record_autocast,
+                     replay_autocast, rope_pair_rotor, validate_input_ids, zero_where_inactive_)
 
 STATE = "synapses"  # cache entry per layer: the (B, H, N, D) Hebbian state
 SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consumed, for RoPE positions
@@ -486,10 +486,7 @@ class BdhForCausalLM(BdhPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden[:, keep])
         loss = None
         if labels is not None:
-            if attention_mask is not None and attention_mask.shape == labels.shape:
-                # a target predicted from a padding slot (the first real token after left padding) is no prediction
-                labels = labels.masked_fill(F.pad(attention_mask[:, :-1] == 0, (1, 0), value=False), -100)
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = causal_lm_loss(self, logits, labels, attention_mask, **kwargs)
         return BdhCausalLMOutput(loss=loss, logits=logits, past_key_values=out.past_key_values,
                                  hidden_states=out.hidden_states, sparsity=out.sparsity)
 
