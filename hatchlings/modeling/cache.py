@@ -37,6 +37,13 @@ class RecurrentStateCache(Cache):
     def set(self, layer_idx: int, name: str, value: torch.Tensor) -> None:
         self.states[(layer_idx, name)] = value
 
+    def append(self, layer_idx: int, name: str, value: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """Concatenate `value` to the stored tensor along `dim` (time) and return the whole: a growing
+        key/value cache for softmax attention, kept beside any recurrent state."""
+        old = self.states.get((layer_idx, name))
+        self.states[(layer_idx, name)] = value if old is None else torch.cat([old, value], dim=dim)
+        return self.states[(layer_idx, name)]
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
 

@@ -96,6 +96,53 @@ def causal_lm_loss(model, logits: torch.Tensor, labels: torch.Tensor, attention_
     return model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size, **kwargs)
 
 
+# ------------------------------------------------------------- softmax attention over a growing key/value cache
+
+def attention_layout(attention_mask: torch.Tensor | None, batch: int, length: int, past: int,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Where the `length` new tokens sit and which keys each may see, given `past` cached tokens.
+
+    attention_mask: (B, past + length) over the whole sequence so far (what `generate` passes), or None when
+    every token is real. Returns positions (B, T) int64 counting real tokens only (a left-padded row is
+    numbered like an unpadded one), and `allowed` (B, 1, T, past + T) bool, or None when plain causal masking
+    is exact (no padding, no cache). A query sees earlier-or-equal real keys and always itself, so a padding
+    query attends to itself instead of to nothing (no NaN; its output is never used).
+    """
+    S = past + length
+    if attention_mask is not None and (attention_mask.dim() != 2 or tuple(attention_mask.shape) != (batch, S)):
+        raise ValueError(f"attention_mask must have shape ({batch}, {S}) = (batch, cached + new tokens), "
+                         f"got {tuple(attention_mask.shape)}")
+    if attention_mask is None or bool(attention_mask.all()):
+        positions = torch.arange(past, S, device=device).expand(batch, length)
+        if past == 0:
+            return positions, None
+        mask = torch.ones(batch, S, dtype=torch.bool, device=device)
+    else:
+        mask = attention_mask.to(device).bool()
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+    query = torch.arange(past, S, device=device)[:, None]  # (T, 1): absolute slots of the new tokens
+    key = torch.arange(S, device=device)[None]  # (1, S)
+    allowed = ((key <= query) & mask[:, None]) | (key == query)  # (B, T, S)
+    return positions, allowed[:, None]
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+                     fused: bool = True, scale: float | None = None) -> torch.Tensor:
+    """softmax(scale * q k^T, masked) v: the fused SDPA kernel, or the same equation in plain autograd ops.
+
+    q: (B, H, T, d); k, v: (B, H, S, d) with S >= T (the last T keys are the queries' own);
+    allowed: (B, 1, T, S) from `attention_layout`, or None for plain causal masking. Returns (B, H, T, d).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=allowed is None, scale=scale)
+    if allowed is None:
+        T = q.shape[-2]
+        allowed = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    scores = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, S)
+    return scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+
+
 # ------------------------------------------------------------- helpers of hand-written autograd Functions
 
 def record_autocast(forward):
