@@ -1,4 +1,4 @@
-"""`hatchlings bench bdh --quick`: writes markdown + JSON with the promised columns. Timings are never
+"""`hatchlings bench <arch> --quick`: writes markdown + JSON with the promised columns. Timings are never
 asserted (benchmarks, not timed tests); the numerics column is, since it is a correctness claim, and so is the
 runner's timing arithmetic, fed scripted times."""
 
@@ -10,22 +10,30 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from hatchlings.architectures import RECORDS
 from hatchlings.bench import run_benchmark, runner
 
 
-def test_bench_bdh_quick_writes_tables(tmp_path):
-    tables = run_benchmark("bdh", ["--quick", "--output_dir", str(tmp_path)], "hatchlings bench bdh --quick").tables
-    report = json.loads((tmp_path / "bdh-quick.json").read_text())
-    markdown = (tmp_path / "bdh-quick.md").read_text()
+@pytest.mark.parametrize("arch", sorted(RECORDS))
+def test_bench_arch_quick_writes_tables_and_matches_its_reference(arch, tmp_path):
+    command = f"hatchlings bench {arch} --quick"
+    tables = run_benchmark(arch, ["--quick", "--output_dir", str(tmp_path)], command).tables
+    report = json.loads((tmp_path / f"{arch}-quick.json").read_text())
+    markdown = (tmp_path / f"{arch}-quick.md").read_text()
     assert [t["title"].split(",")[0] for t in report["tables"]] == ["Training (forward + backward)", "Generation"]
-    assert report["machine"]["command"] == "hatchlings bench bdh --quick"
+    assert report["machine"]["command"] == command
     train, generation = tables
     for row in train.rows:
         assert float(row["max abs diff (logits, grads)"]) < 1e-4  # same numbers as the reference formulation
         assert row["ours tokens/s"] > 0 and row["reference tokens/s"] > 0
     assert [row["context"] for row in generation.rows] == [16, 64, 128]
-    assert len({row["state MiB"] for row in generation.rows}) == 1  # the state does not grow with context
+    assert all(row["cache MiB"] > 0 for row in generation.rows)
     assert "| context |" in markdown and "|---|" in markdown
+
+
+def test_bdh_state_does_not_grow_with_context(tmp_path):
+    generation = run_benchmark("bdh", ["--quick", "--output_dir", str(tmp_path)], "bench").tables[1]
+    assert len({row["cache MiB"] for row in generation.rows}) == 1
 
 
 # --- generation timing (the arithmetic and the verdicts; no clock is read) -------------------------------------

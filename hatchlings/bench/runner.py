@@ -1,6 +1,6 @@
 """The one benchmark runner: timing, machine description, markdown + JSON + PNG output.
 
-Every benchmark (`hatchlings bench bdh`, `hatchlings bench arena`, the BDH probes) returns its results
+Every benchmark (`hatchlings bench <arch>`, `hatchlings bench arena`, the probes) returns its results
 through this module, so timing methodology and file format are defined once. Times are medians of
 repeated runs after a warm-up: a shared CPU is noisy, and the median is what a user would see.
 Generation is always timed through `model.generate` (what users call), the same way for every model.
@@ -134,10 +134,13 @@ class Report:
 
 
 def _benchmarks() -> dict:
-    """name -> module with `add_arguments(parser)` and `run(args) -> Report`."""
-    from . import arena, bdh
+    """name -> object with `add_arguments(parser)` and `run(args) -> Report`: the arena, and one
+    reference benchmark per registered architecture (its record's reference hook)."""
+    from ..architectures import RECORDS
+    from . import arena
+    from .reference import ReferenceBenchmark
 
-    return {"arena": arena, "bdh": bdh}
+    return {"arena": arena, **{arch: ReferenceBenchmark(arch) for arch in RECORDS}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

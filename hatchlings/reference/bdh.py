@@ -4,7 +4,7 @@ Written from the math (DESIGN.md §3, bdh), not from the model's code: every lay
 masked T x T score matrix and rotates neuron pairs with complex numbers, so an error in the model's
 chunking, state carry-over or RoPE cannot hide in a shared helper. Only the weights come from the model.
 No chunks, no state, no cache: generating a token recomputes the whole prefix. The tests use it as the
-oracle the chunked and recurrent paths must match; `hatchlings bench bdh` times it. BDH's record names
+oracle the chunked and recurrent paths must match; `hatchlings bench bdh` times it (bench/reference.py). BDH's record names
 `reference_logits` as its reference.
 """
 
