@@ -128,7 +128,7 @@ def test_arena_rejects_bad_flags(capsys):
 
 _HEAP_USE = """
 import ctypes, ctypes.util, sys, torch
-from hatchlings.bench.arena import reuse_freed_memory
+from hatchlings.bench.memory import reuse_freed_memory
 
 class MallInfo2(ctypes.Structure):  # glibc >= 2.33, malloc.h
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..architectures import RECORDS, record_for
 from ..data_sources import cached_path
 from ..metrics.lm_perplexity.lm_perplexity import lm_metrics
 from ..reports import Plot, Table
+from .memory import peak_resident_mib, resident_mib, reuse_freed_memory
 from .runner import Report, _synchronize, generation_timing, ms_per_token_cell, trusted_ms, trusted_points
 
 DEFAULT_FILE = str(cached_path("tinyshakespeare"))  # in the data folder after `hatchlings data get tinyshakespeare`
@@ -283,49 +283,6 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, settings: Setti
 
 # ---------------------------------------------------------------------------------------- one model, isolated
 
-def _resident_mib() -> float | None:
-    """Current resident memory of this process (Linux /proc), or None where it cannot be read."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    import os
-
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_resident_mib() -> float | None:
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
-
-
-def reuse_freed_memory() -> bool:
-    """Make glibc's malloc reuse freed memory for large tensors instead of mapping fresh pages each time.
-
-    glibc serves allocations of 32 MiB and more (its largest mmap threshold) with a new mmap, and the first
-    touch of every page then faults. A BDH tiny training step allocates a few dozen (H, B, T, N) neuron
-    tensors of exactly 32 MiB, so it pays that on every one (about 20% of its step time on 2 cores), while
-    smaller models' tensors are recycled from the heap. Turning mmap off (and heap trimming down) gives
-    every model the recycled-memory behaviour; users can do the same with the environment variables
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296. Returns False where there is no glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h
-        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
-
-
 def measure(arch: str, settings: Settings) -> dict:
     """Train, evaluate and time one model. Runs in a fresh process (see `measure_isolated`)."""
     if settings.threads:
@@ -335,7 +292,7 @@ def measure(arch: str, settings: Settings) -> dict:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # Trainer trains on the current CUDA device
     train_ids, val_ids, bytes_per_token = load_split(settings.file)
-    before = _resident_mib()
+    before = resident_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(settings.seed)
@@ -344,7 +301,7 @@ def measure(arch: str, settings: Settings) -> dict:
     if device.type == "cuda":
         result["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = _peak_resident_mib()
+        peak = peak_resident_mib()
         result["peak_memory_mib"] = peak - before if peak is not None and before is not None else None
     whole = val_ids[: len(val_ids) // settings.block_size * settings.block_size].view(-1, settings.block_size)
     loss = mean_loss(model, whole, settings.batch_size, _autocast(settings))
