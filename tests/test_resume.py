@@ -4,31 +4,19 @@ run, a save killed half-way never replaces the previous checkpoint, `--init_from
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 from transformers.trainer import Trainer
 
+from checks_platform import SignalAtStep
 from hatchlings.training import UsageError, run_training
 from test_training import TINY_PRESET, write_preset
 
 PRESET = dict(TINY_PRESET, training=dict(TINY_PRESET["training"], max_steps=8, eval_steps=100, logging_steps=2,
                                          save_strategy="steps", save_steps=100, seed=3))
-
-
-class SignalAtStep(TrainerCallback):
-    """Sends the process a real signal at the end of `step`, as a user's Ctrl+C or a scheduler's SIGTERM."""
-
-    def __init__(self, step: int, sig: int = signal.SIGINT):
-        self.step, self.sig = step, sig
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), self.sig)
 
 
 def _weights(folder: Path) -> dict:
