@@ -119,6 +119,13 @@ def test_bits_per_byte_counts_utf8_bytes_of_the_text(tok, corpus, tmp_path):
     assert stats.bytes == sum(len(a.encode("utf-8")) for a in answers)
     assert stats.tokens == sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers) \
         or tokenizer_kind(tok) == "bpe"  # bpe may merge the answer's first piece with the newline before it
+    prose = tmp_path / "prose.txt"
+    prose.write_text(text)
+    both = [str(prose), str(path)]
+    loaded, streamed = (build_datasets(DataConfig(train_file=both, validation_file=both, block_size=512,
+                                                  streaming_threshold_mb=mb, max_eval_blocks=100), tok)[2]
+                        for mb in (256, 0))  # the prose file read whole, then streamed: the same bytes
+    assert streamed == loaded and loaded.bytes == len(text.encode("utf-8")) + stats.bytes
 
 
 @pytest.mark.parametrize("kind, kwargs, message", [

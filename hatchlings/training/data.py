@@ -150,8 +150,8 @@ def _record_error(source: Source, records: Dataset, text_field: str, instruction
 def _answer_stats(text: str, offsets, labels: list[int], tokenizer) -> TextStats:
     """Bytes and tokens of the scored tokens, the bytes measured on the text through the token offsets.
 
-    Decoding the tokens instead (`_scored_stats`) counts no bytes for a word-level `<|unk|>`, whose word is
-    still text the model had to predict. bos, eos and pad stand for no text: their markup counts 0 bytes."""
+    Decoding the tokens instead would count the five bytes of "<unk>" for a word-level unknown word, whose
+    own bytes are the text the model had to predict. bos, eos and pad stand for no text: their markup counts 0 bytes."""
     from ..evaluation import token_bytes  # evaluation imports this package: not at the top
 
     control = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
@@ -265,11 +265,12 @@ def _instruction_rows(records: Dataset, source: Source, tokenizer, data: DataCon
         logger.warning("%s: %d of %d instruction examples are longer than block_size=%d: %d truncated, %d dropped "
                        "(their prompt alone fills the block)", source.path, truncated + dropped, len(flat),
                        data.block_size, truncated, dropped)
-    return rows.remove_columns(["n_bytes", "n_tokens", "truncated"]), _stats(rows)
+    return rows.remove_columns("truncated"), _stats(rows)  # per-row n_bytes/n_tokens: a stream counts by row
 
 
 def _piece(source: Source, tokenizer, data: DataConfig) -> tuple[str, Dataset, TextStats]:
-    """One in-memory source as ("tokens", token rows to pack) or ("examples", finished padded rows)."""
+    """One in-memory source as ("tokens", token rows to pack) or ("examples", finished padded rows, each with
+    the bytes and tokens its scored labels stand for in `n_bytes`/`n_tokens`)."""
     if source.kind == "text":
         check_not_binary(source.path, data)
         tokens = _text_file_tokens(source.path, tokenizer, data)
@@ -310,7 +311,7 @@ def prepare_rows(sources: list[Source], tokenizer, data: DataConfig) -> tuple[Da
             continue
         if run:
             parts, run = parts + [pack_blocks(concatenate_datasets(run), data.block_size)], []
-        parts.append(dataset)
+        parts.append(dataset.remove_columns(["n_bytes", "n_tokens"]))
     if run:
         parts.append(pack_blocks(concatenate_datasets(run), data.block_size))
     if stats.tokens == 0:

@@ -165,12 +165,6 @@ def encode_text(batch, tokenizer, field: str, eos_per_row: bool):
     return {"input_ids": ids, "n_bytes": [len(t.encode("utf-8")) for t in texts], "n_tokens": [len(r) for r in ids]}
 
 
-def scored_stats(row: dict, tokenizer) -> TextStats:
-    """Bytes and tokens of one row's scored (label != -100) tokens."""
-    scored = [t for t in row["labels"] if t != -100]
-    return TextStats(len(tokenizer.decode(scored, skip_special_tokens=True).encode("utf-8")), len(scored))
-
-
 def raw_byte_batches(path: str):
     """Encoded batches of a file's lines for a byte tokenizer, read in binary: every byte is its token id,
     so text that is not UTF-8 is kept as it is (and nothing is decoded at all)."""
