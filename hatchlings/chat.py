@@ -117,6 +117,7 @@ class ChatSession:
         self.card_text, self.name = card_text, name
         self.limit = context_limit(model, tokenizer)
         self.done = False  # set by /quit; front ends stop reading input
+        self.generate_kwargs: dict = {}  # the architecture's extras (e.g. HRM's hrm_mode), set by its commands
         self.builtins = {"temp": self._temp, "top_k": self._top_k, "top_p": self._top_p, "max": self._max,
                          "stop": self._stop, "status": self._status, "reset": self._reset, "help": self._help,
                          "quit": self._quit}
@@ -154,7 +155,8 @@ class ChatSession:
         stopping = StoppingCriteriaList([SentenceEnd(self.tokenizer, len(ids))]) if s.stop == "sentence" else None
         room = s.max_new_tokens if self.limit is None else min(s.max_new_tokens, self.limit - len(ids))
         reply = generate_text(self.model, self.tokenizer, ids, max_new_tokens=room, temperature=s.temperature,
-                              top_k=s.top_k, top_p=s.top_p, streamer=streamer, stopping_criteria=stopping)
+                              top_k=s.top_k, top_p=s.top_p, streamer=streamer, stopping_criteria=stopping,
+                              **self.generate_kwargs)
         if self.chat_template:
             self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply.strip()}]
         return reply
@@ -238,10 +240,11 @@ class ChatSession:
         lines = [f"model: {self.name} ({self.model.config.model_type}, {self.model.num_parameters():,} parameters)",
                  f"tokenizer: {kind}, vocabulary {len(tok)}; context: {context}",
                  f"mode: {mode}", f"settings: {self.settings.describe()}"]
+        lines += [self.extras[name](self, "") for name in sorted(self.extras)]  # each extra's own state
         tables = card_tables(self.card_text)
         for section in ("Training", "Evaluation"):
             lines += [f"{section.lower()}:"] + [f"  {item}: {value}" for item, value in tables.get(section, [])]
-        return "\n".join(lines if tables else lines[:4] + ["training: no model card (README.md) in the folder"])
+        return "\n".join(lines if tables else lines + ["training: no model card (README.md) in the folder"])
 
 
 def _number(text: str, kind: type, usage: str):

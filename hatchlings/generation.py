@@ -104,7 +104,7 @@ def check_generation_args(*, max_new_tokens: int, temperature: float, top_k: int
 
 def generate_text(model, tokenizer, prompt: str | list[int], *, max_new_tokens: int, temperature: float,
                   top_k: int, top_p: float | None = None, seed: int | None = None,
-                  streamer: Utf8Streamer | None = None, stopping_criteria=None) -> str:
+                  streamer: Utf8Streamer | None = None, stopping_criteria=None, **model_kwargs) -> str:
     """Continue `prompt` and return the new text (complete characters only, special tokens removed).
 
     temperature 0 is greedy decoding; otherwise sampling with `top_k` (0 = off) and `top_p`. An empty
@@ -112,6 +112,7 @@ def generate_text(model, tokenizer, prompt: str | list[int], *, max_new_tokens: 
     receives the text as it is generated; without one the text is only collected. A list of token ids
     is used as it is (a rendered chat template already holds its bos); `stopping_criteria` (a
     transformers StoppingCriteriaList) can end a generation early, as `hatchlings chat` does at a sentence end.
+    `model_kwargs` go to `generate` as they are: an architecture's extras, such as HRM's `hrm_mode`.
     """
     check_generation_args(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
     if streamer is not None and not isinstance(streamer, Utf8Streamer):
@@ -131,5 +132,5 @@ def generate_text(model, tokenizer, prompt: str | list[int], *, max_new_tokens: 
         torch.manual_seed(seed)
     with torch.no_grad():
         model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, streamer=streamer,
-                       stopping_criteria=stopping_criteria, **sampling)
+                       stopping_criteria=stopping_criteria, **sampling, **model_kwargs)
     return streamer.text

@@ -38,6 +38,10 @@ class ArchitectureRecord:
     lora: `peft.LoraConfig` keyword arguments naming the default adapter targets.
     probes: probe name -> "module:function" of `run(args) -> (tables, figure)` (`hatchlings probe <arch> <name>`).
     chat_commands: generation extras: chat command -> "module:function" of `command(session, argument) -> str`.
+    generation_controls: extra inputs the playground (`hatchlings serve`, an export's app.py) shows:
+        label -> (kind, default, generate kwarg). kind is "int", "float", "bool", a tuple of choices, or
+        "config:<attribute>" (choices: the keys of that config attribute, read per model at export time);
+        default None leaves the model's own default. Exports write them to playground.json (hatchlings.serve).
     """
 
     arch: str
@@ -51,6 +55,7 @@ class ArchitectureRecord:
     lora: Mapping[str, object]
     probes: Mapping[str, str] = field(default_factory=dict)
     chat_commands: Mapping[str, str] = field(default_factory=dict)
+    generation_controls: Mapping[str, tuple] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZER_KINDS:
