@@ -12,12 +12,14 @@ import inspect
 
 import pytest
 import torch
+from transformers import AutoModelForSeq2SeqLM
 
 from dummy_arch.record import RECORD as DUMMY
 from hatchlings.architectures import RECORDS, TOKENIZER_KINDS, ArchitectureRecord, record_for, resolve
 
 ALL = {**RECORDS, DUMMY.arch: DUMMY}
-OPTIONAL = {"probes", "chat_commands"}  # an architecture may offer none; each one it names must resolve
+# an architecture may offer none; each one it names must resolve
+OPTIONAL = {"probes", "chat_commands", "generation_controls", "seq2seq_class"}
 
 
 @pytest.mark.parametrize("arch", sorted(ALL))
@@ -30,6 +32,8 @@ def test_record_fills_every_field(arch):
     assert record.config_class.model_type == f"hatchlings_{arch}"
     assert issubclass(record.model_class, torch.nn.Module) and issubclass(record.causal_lm_class, torch.nn.Module)
     assert len(record.summary.split()) >= 10, f"{arch}: the card summary should say what the architecture is"
+    if record.seq2seq_class is not None:  # an encoder-decoder variant loads through its own Auto class
+        assert AutoModelForSeq2SeqLM._model_mapping[record.config_class] is record.seq2seq_class
     reference = resolve(record.reference)
     assert list(inspect.signature(reference).parameters)[:2] == ["model", "input_ids"], record.reference
     assert set(record.lora) & {"target_modules", "target_parameters"}, f"{arch}: lora names no adapter targets"

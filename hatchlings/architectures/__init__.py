@@ -19,7 +19,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 TOKENIZER_KINDS = ("byte", "char", "word", "bpe")
 
@@ -38,6 +38,7 @@ class ArchitectureRecord:
     lora: `peft.LoraConfig` keyword arguments naming the default adapter targets.
     probes: probe name -> "module:function" of `run(args) -> (tables, figure)` (`hatchlings probe <arch> <name>`).
     chat_commands: generation extras: chat command -> "module:function" of `command(session, argument) -> str`.
+    seq2seq_class: an encoder-decoder variant on the same config (AutoModelForSeq2SeqLM), or None.
     generation_controls: extra inputs the playground (`hatchlings serve`, an export's app.py) shows:
         label -> (kind, default, generate kwarg). kind is "int", "float", "bool", a tuple of choices, or
         "config:<attribute>" (choices: the keys of that config attribute, read per model at export time);
@@ -55,6 +56,7 @@ class ArchitectureRecord:
     lora: Mapping[str, object]
     probes: Mapping[str, str] = field(default_factory=dict)
     chat_commands: Mapping[str, str] = field(default_factory=dict)
+    seq2seq_class: type | None = None
     generation_controls: Mapping[str, tuple] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -81,6 +83,9 @@ def register_architecture(record: ArchitectureRecord) -> ArchitectureRecord:
     config_cls.register_for_auto_class()
     model_cls.register_for_auto_class("AutoModel")
     lm_cls.register_for_auto_class("AutoModelForCausalLM")
+    if record.seq2seq_class is not None:
+        AutoModelForSeq2SeqLM.register(config_cls, record.seq2seq_class, exist_ok=True)
+        record.seq2seq_class.register_for_auto_class("AutoModelForSeq2SeqLM")
     RECORDS[record.arch] = record
     return record
 
