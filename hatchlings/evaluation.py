@@ -142,8 +142,9 @@ def sliding_windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[i
     return windows
 
 
-def _score(model, ids: list[int], windows, batch_size: int) -> list[float]:
-    """Summed NLL (nats) of each window's scored targets; windows of equal length are batched."""
+def _score(model, ids: list[int], windows, batch_size: int, model_kwargs: dict | None = None) -> list[float]:
+    """Summed NLL (nats) of each window's scored targets; windows of equal length are batched; `model_kwargs`
+    go to every forward call."""
     import torch
     import torch.nn.functional as F
 
@@ -160,7 +161,7 @@ def _score(model, ids: list[int], windows, batch_size: int) -> list[float]:
     batches.append(current)
     for batch in batches:
         x = torch.tensor([ids[windows[i][0]:windows[i][1]] for i in batch], device=device)
-        logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
+        logits = model(input_ids=x, use_cache=False, **(model_kwargs or {})).logits[:, :-1].float()
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none")
         nll = nll.view(len(batch), -1)
         for row, i in enumerate(batch):
@@ -171,12 +172,13 @@ def _score(model, ids: list[int], windows, batch_size: int) -> list[float]:
 
 def evaluate_file(model_dir_or_model, file, *, block_size: int | None = None, stride: int | None = None,
                   batch_size: int = 8, max_tokens: int | None = None, tokenizer=None,
-                  device: str | None = None) -> dict:
+                  device: str | None = None, model_kwargs: dict | None = None) -> dict:
     """Score every token of `file` with a strided sliding window; return loss, perplexity, bits/byte, ...
 
     `block_size` defaults to the model's declared context (or 256), `stride` to `block_size - 1` (windows
     sharing one token); `max_tokens` evaluates only the start of the file. A model object may be passed
-    instead of a folder (with `tokenizer`, or the byte tokenizer is used).
+    instead of a folder (with `tokenizer`, or the byte tokenizer is used). `model_kwargs` go to every forward
+    call as they are: an architecture's extras, such as HRM's `hrm_mode`.
     """
     import evaluate
     import torch
@@ -210,7 +212,7 @@ def evaluate_file(model_dir_or_model, file, *, block_size: int | None = None, st
     model.eval()
     try:
         with torch.inference_mode():
-            sums = _score(model, ids, windows, batch_size)
+            sums = _score(model, ids, windows, batch_size, model_kwargs)
     finally:
         model.train(was_training)
     metric = evaluate.load(str(METRICS_DIR / "lm_perplexity"), keep_in_memory=True)

@@ -241,3 +241,27 @@ def test_padding_with_stablemax_masks_like_causal_lm_loss():
         bare = model(ids, labels=ids, use_cache=False)
         out = model(padded, attention_mask=mask, labels=padded.masked_fill(mask == 0, -100), use_cache=False)
     close(out.loss, bare.loss, 1e-5, "stablemax loss under left padding")
+
+
+def test_output_states_norms_and_changes():
+    """`output_states=True`: one (module, cycle, step, norm, change) per call in execution order; the H entries
+    match z_H after each cycle (output_hidden_states), norms are sqrt(D) (post-norm), logits are unchanged."""
+    model = SPEC.build_model(hrm_mode="deep")
+    ids = random_ids(120, 2, 6, seed=21)
+    with torch.no_grad():
+        plain = model(ids, use_cache=False)
+        out = model(ids, use_cache=False, output_states=True, output_hidden_states=True)
+    assert plain.state_norms is None
+    close(out.logits, plain.logits, 0.0, "logits with output_states")
+    N, T = model.config.depth()
+    expected = [(m, n, t) for n in range(N) for m, t in [("L", t) for t in range(T)] + [("H", 0)]]
+    assert [entry[:3] for entry in out.state_norms] == expected
+    cycles = out.hidden_states[1:]  # z_H after each cycle
+    H = [entry for entry in out.state_norms if entry[0] == "H"]
+    for n, (_, _, _, norm, change) in enumerate(H):
+        assert norm.shape == change.shape == (2, 6)
+        close(norm, cycles[n].norm(dim=-1), 1e-5, f"||z_H|| of cycle {n}")
+        if n:
+            close(change, (cycles[n] - cycles[n - 1]).norm(dim=-1), 1e-5, f"z_H change of cycle {n}")
+    norms = torch.stack([entry[3] for entry in out.state_norms])
+    close(norms, torch.full_like(norms, model.config.hidden_size ** 0.5), 1e-3, "post-norm states")

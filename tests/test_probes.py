@@ -280,7 +280,7 @@ def test_cli_errors(folders, tmp_path, capsys, case, message):
     elif case == "bdh as baseline":
         extra += ["--baseline", str(folders["bdh"])]
     elif case == "other arch":
-        arch = "hrm"
+        arch = "no_such_arch"  # not registered (hrm has probes of its own: tests/test_hrm_probes.py)
     else:
         what = "magic"
     assert main(["probe", arch, what, model, "--output_dir", str(tmp_path), *FAST, *extra]) == 2

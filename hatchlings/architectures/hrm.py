@@ -42,6 +42,7 @@ RECORD = ArchitectureRecord(
     tokenizer="char",
     reference="hatchlings.reference.hrm:reference_logits",
     lora={"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
+    probes={"depth": "hatchlings.probes.hrm_depth:run", "quality": "hatchlings.probes.hrm_quality:run"},
     chat_commands={"mode": "hatchlings.architectures.hrm:set_mode"},
     generation_controls={"depth mode": ("config:depth_modes", None, "hrm_mode")},
 )

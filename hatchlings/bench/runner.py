@@ -31,12 +31,13 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def _greedy(model, prompt: torch.Tensor, new_tokens: int) -> None:
-    """Exactly `new_tokens` greedy tokens after `prompt`, with the model's cache (eos cannot stop it early)."""
+def _greedy(model, prompt: torch.Tensor, new_tokens: int, generate_kwargs: dict | None = None) -> None:
+    """Exactly `new_tokens` greedy tokens after `prompt`, with the model's cache (eos cannot stop it early);
+    `generate_kwargs` (an architecture's extras, such as HRM's `hrm_mode`) go to `generate` as they are."""
     with torch.no_grad():
         model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                        min_new_tokens=new_tokens, do_sample=False, use_cache=True,
-                       pad_token_id=model.config.pad_token_id or 0)
+                       pad_token_id=model.config.pad_token_id or 0, **(generate_kwargs or {}))
 
 
 NOISY_SPREAD = 0.5  # a slope whose IQR over repeats exceeds half its value is reported as noisy
@@ -62,7 +63,8 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def decode_timing(model, prompt: torch.Tensor, steps: int, repeats: int, lengths: int = 4) -> dict:
+def decode_timing(model, prompt: torch.Tensor, steps: int, repeats: int, lengths: int = 4,
+                  generate_kwargs: dict | None = None) -> dict:
     """ms per new token as the slope of `generate` time against the number of new tokens, after `prompt`.
 
     Each repeat times every length (1 to 1 + `steps` new tokens, `lengths` of them, in one pass so that a
@@ -70,13 +72,13 @@ def decode_timing(model, prompt: torch.Tensor, steps: int, repeats: int, lengths
     token, its intercept the prefill (a difference of two medians instead can come out negative on a loaded
     machine). Returns {"ms_per_token": median slope, "iqr_ms": interquartile
     range of the slopes (min-max below 4 repeats), "noisy": slope <= 0 or IQR > NOISY_SPREAD x slope,
-    "ttft_ms": median time of one new token (prefill + one token)}.
+    "ttft_ms": median time of one new token (prefill + one token)}. `generate_kwargs` go to every `generate`.
     """
     counts = sorted({1 + round(steps * k / (lengths - 1)) for k in range(lengths)})
-    _greedy(model, prompt, counts[-1])  # warm-up: allocator, caches, lazy initialisation
+    _greedy(model, prompt, counts[-1], generate_kwargs)  # warm-up: allocator, caches, lazy initialisation
     slopes, firsts = [], []
     for _ in range(repeats):
-        times = [_timed(lambda: _greedy(model, prompt, n)) for n in counts]
+        times = [_timed(lambda: _greedy(model, prompt, n, generate_kwargs)) for n in counts]
         slopes.append(_slope(counts, times) * 1e3)
         firsts.append(times[0] * 1e3)
     slope = statistics.median(slopes)

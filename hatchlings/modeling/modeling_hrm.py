@@ -55,6 +55,16 @@ def log_stablemax(logits: torch.Tensor) -> torch.Tensor:
                                                          else torch.float32)
 
 
+def _noted(norms: list | None, module: str, cycle: int, step: int, before: torch.Tensor,
+           after: torch.Tensor) -> torch.Tensor:
+    """`after`, unchanged; when `norms` is a list, (module, cycle, step, ||after||, ||after - before||) per
+    position, detached, is appended to it first (`output_states`)."""
+    if norms is not None:
+        with torch.no_grad():
+            norms.append((module, cycle, step, after.norm(dim=-1).float(), (after - before).norm(dim=-1).float()))
+    return after
+
+
 class HrmAttention(nn.Module):
     """Causal multi-head softmax attention with RoPE; keys/values of cached calls come from `cache[slot]`."""
 
@@ -121,9 +131,14 @@ class HrmReasoningModule(nn.Module):
 
 @dataclass
 class HrmModelOutput(BaseModelOutputWithPast):
-    """`cycle_states`: z_H after every cycle, (cycles, B, T, D): what ACT selects from."""
+    """`cycle_states`: z_H after every cycle, (cycles, B, T, D): what ACT selects from. `state_norms` (with
+    `output_states=True`): one (module, cycle, step, norm, change) per module call in execution order, module
+    "L" or "H", cycle and step 0-based (H updates once per cycle: step 0), norm = ||z|| and change =
+    ||z - z_before|| of the call's new state per position, (B, T) float tensors, detached. Post-norm makes
+    ||z|| = sqrt(D) by construction, so `change` (the paper's forward residual) shows the convergence."""
 
     cycle_states: torch.Tensor | None = None
+    state_norms: tuple | None = None
 
 
 @dataclass
@@ -133,6 +148,7 @@ class HrmCausalLMOutput(CausalLMOutputWithPast):
 
     aux_loss: torch.FloatTensor | None = None
     halt_cycles: torch.LongTensor | None = None
+    state_norms: tuple | None = None  # with output_states=True: see HrmModelOutput
 
 
 class HrmPreTrainedModel(PreTrainedModel):
@@ -195,8 +211,10 @@ class HrmModel(HrmPreTrainedModel):
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 past_key_values: RecurrentStateCache | None = None, inputs_embeds: torch.Tensor | None = None,
                 use_cache: bool | None = None, output_hidden_states: bool | None = None,
-                hrm_mode: str | None = None, return_dict: bool | None = None, **kwargs) -> HrmModelOutput:
-        """`inputs_embeds` are unscaled embedding rows (scaled by sqrt(D) here, like the ids' embeddings)."""
+                hrm_mode: str | None = None, return_dict: bool | None = None, output_states: bool = False,
+                **kwargs) -> HrmModelOutput:
+        """`inputs_embeds` are unscaled embedding rows (scaled by sqrt(D) here, like the ids' embeddings);
+        `output_states=True` returns the norms of every call's new z_L / z_H (HrmModelOutput.state_norms)."""
         cfg = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -220,20 +238,23 @@ class HrmModel(HrmPreTrainedModel):
         z_H = self.z_H_init.to(x.dtype).expand(B, T, D)
         one_step = cfg.one_step_gradient and torch.is_grad_enabled()
         L_slots = N * steps * cfg.L_layers  # slots 0..L_slots-1 are the L calls, then the H calls
-        cycle_states = []
+        cycle_states, norms = [], [] if output_states else None
         for n in range(N):
             for t in range(steps):
                 last_L = n == N - 1 and t == steps - 1
                 with torch.no_grad() if one_step and not last_L else nullcontext():
-                    z_L = self.L_module(z_L, z_H + x, rotor, allowed, cache, (n * steps + t) * cfg.L_layers)
+                    z_L = _noted(norms, "L", n, t, z_L,
+                                 self.L_module(z_L, z_H + x, rotor, allowed, cache, (n * steps + t) * cfg.L_layers))
             with torch.no_grad() if one_step and n < N - 1 else nullcontext():
-                z_H = self.H_module(z_H, z_L, rotor, allowed, cache, L_slots + n * cfg.H_layers)
+                z_H = _noted(norms, "H", n, 0, z_H,
+                             self.H_module(z_H, z_L, rotor, allowed, cache, L_slots + n * cfg.H_layers))
             cycle_states.append(z_H)
         if cache is not None:
             cache.seen_tokens += T
         return HrmModelOutput(last_hidden_state=z_H, past_key_values=cache,
                               hidden_states=(x, *cycle_states) if output_hidden_states else None,
-                              cycle_states=torch.stack(cycle_states) if cfg.act else None)
+                              cycle_states=torch.stack(cycle_states) if cfg.act else None,
+                              state_norms=tuple(norms) if output_states else None)
 
     @staticmethod
     def _check_cache(cache: RecurrentStateCache | None, depth: tuple[int, int]) -> int:
@@ -262,13 +283,15 @@ class HrmForCausalLM(HrmPreTrainedModel, GenerationMixin):
                 past_key_values: RecurrentStateCache | None = None, inputs_embeds: torch.Tensor | None = None,
                 labels: torch.LongTensor | None = None, use_cache: bool | None = None,
                 output_hidden_states: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
-                hrm_mode: str | None = None, return_dict: bool | None = None, **kwargs) -> HrmCausalLMOutput:
+                hrm_mode: str | None = None, return_dict: bool | None = None, output_states: bool = False,
+                **kwargs) -> HrmCausalLMOutput:
         """`labels` are the input ids (shifted inside, -100 ignored); `hrm_mode` names a depth mode
         (config.depth_modes) for this call, also through `generate(..., hrm_mode="deep")`; `logits_to_keep=k`
-        computes logits for the last k positions only."""
+        computes logits for the last k positions only; `output_states=True` fills `state_norms` (the norm and
+        change of z_L / z_H at every module call, see HrmModelOutput)."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states,
-                         hrm_mode=hrm_mode)
+                         hrm_mode=hrm_mode, output_states=output_states)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         aux_loss = halt_cycles = None
         if self.config.act:
@@ -280,7 +303,8 @@ class HrmForCausalLM(HrmPreTrainedModel, GenerationMixin):
             scores = log_stablemax(logits) if self.config.stablemax else logits
             loss = causal_lm_loss(self, scores, labels, attention_mask, **kwargs)
         return HrmCausalLMOutput(loss=loss, logits=logits, past_key_values=out.past_key_values,
-                                 hidden_states=out.hidden_states, aux_loss=aux_loss, halt_cycles=halt_cycles)
+                                 hidden_states=out.hidden_states, aux_loss=aux_loss, halt_cycles=halt_cycles,
+                                 state_norms=out.state_norms)
 
     def _prepare_generation_config(self, generation_config, **kwargs):
         """GenerationMixin's, plus the depth mode: `generate(..., hrm_mode=...)`, else `generation_config.hrm_mode`,

@@ -4,6 +4,8 @@ Each architecture's record names the probes it offers (`probes`: name -> "module
 keyed (arch, probe): `hatchlings probe hrm sparsity` reaches HRM's sparsity probe or says that HRM has none,
 never BDH's code. For BDH: `sparsity` (few neurons active per token), `neurons` (monosemantic neurons,
 against a GPT-2 baseline), `state` (working memory held in the Hebbian synaptic state), `merge`, `scaling`.
+For HRM: `depth` (bits/byte, ms/token and the z_L/z_H states per depth mode), `quality` (generated text
+scored per depth mode next to other exports).
 A probe takes the parsed arguments and returns (tables, matplotlib figure or None); `run` writes
 them as `<arch>-<what>.md/.json/.png` into the output folder and prints the tables. A claim that does not
 hold at a model's scale is reported as measured, not treated as an error.
@@ -17,7 +19,7 @@ from pathlib import Path
 from ..architectures import RECORDS, resolve
 from ..reports import write_results
 from ..errors import UsageError
-from . import common, merge, scaling
+from . import common, hrm_depth, hrm_quality, merge, scaling
 _NOT_IN_COMMAND = ("command", "arch", "what", "model", "output_dir")  # do not change the results
 
 
@@ -61,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--filler_tokens", type=int, default=128, help="tokens of text between the fact and the query")
     merge.add_arguments(parser)
     scaling.add_arguments(parser)
+    hrm_depth.add_arguments(parser)
+    hrm_quality.add_arguments(parser)
     return parser
 
 
