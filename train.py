@@ -1,9 +1,11 @@
-"""Train a hatchlings model: `python train.py --config configs/bdh-tiny.yaml [--flag value ...]`.
+"""Train a hatchlings model from a checkout: `python train.py --config bdh-tiny [--flag value ...]`.
 
-The same command runs data-parallel under `accelerate launch` or `torchrun` with no code change.
+The same command runs data-parallel under `accelerate launch` or `torchrun` with no code change. All the work
+is in hatchlings.train (`python -m hatchlings.train`, which an installed wheel has too); this file only keeps
+the checkout's short command working.
 """
 
-from hatchlings.cli import main
+from hatchlings.train import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["train", *__import__("sys").argv[1:]]))
+    raise SystemExit(main(prog="train.py"))

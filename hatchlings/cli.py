@@ -1,4 +1,4 @@
-"""The `hatchlings` command: train, generate, eval, push, bench, probe.
+"""The `hatchlings` command: train, generate, eval, push, bench, probe, chat, serve.
 
 User mistakes (a missing file, a bad YAML key, an unknown architecture) end with one line on stderr
 and exit status 2, never a traceback; genuine bugs still raise so they can be reported.
@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import UsageError
 
 
@@ -30,11 +31,12 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(rest: list[str]) -> int:
+def _train(rest: list[str], prog: str | None = None) -> int:
     from .training import run_training
 
     # train.py (also under accelerate launch / torchrun) hands its flags to main(): name it in --help and errors
-    prog = "train.py" if Path(sys.argv[0]).name == "train.py" else "hatchlings train"
+    if prog is None:
+        prog = "train.py" if Path(sys.argv[0]).name == "train.py" else "hatchlings train"
     run_training(rest, prog=prog)
     return 0
 
@@ -48,6 +50,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hatchlings", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train a model (same flags as train.py)", add_help=False)
     gen = sub.add_parser("generate", help="continue a prompt with a saved model")
@@ -76,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     from . import chat
 
     chat.add_arguments(sub.add_parser("chat", help="talk to a saved model in the terminal, streaming tokens"))
+    from . import serve
+
+    serve.add_arguments(sub.add_parser("serve", help="a local web app to chat with, compare and inspect "
+                                                     "exported models (needs the [serve] extra)"))
     return parser
 
 
@@ -109,15 +116,23 @@ def _chat(args: argparse.Namespace) -> int:
     return chat.run(args)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    return serve.run(args)
+
+
 COMMANDS = {"generate": _generate, "eval": _eval, "bench": _bench, "push": _push, "probe": _probe, "data": _data,
-            "chat": _chat}
+            "chat": _chat, "serve": _serve}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, train_prog: str | None = None) -> int:
+    """Run one command; `train_prog` names the training entry point the user typed (`python -m hatchlings.train`,
+    `train.py`) in its --help and errors, since `train` is reached through main() from each of them."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["train"]:  # everything after `train` belongs to the training parser
-            return _train(argv[1:])
+            return _train(argv[1:], train_prog)
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as err:

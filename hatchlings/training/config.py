@@ -98,12 +98,38 @@ def _to_flags(values: dict) -> list[str]:
     return flags
 
 
+def presets_dir() -> Path:
+    """The folder of shipped presets: hatchlings/presets/ in a wheel (the build maps configs/ there, see
+    pyproject.toml), else configs/ beside the package in a checkout or editable install."""
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "presets"
+    return shipped if shipped.is_dir() else package.parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """The names `--config` accepts instead of a path (`bdh-tiny` for configs/bdh-tiny.yaml)."""
+    folder = presets_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def resolve_preset(config: str) -> Path:
+    """`--config` as a file: an existing path as given, else a bare name (`bdh-tiny` or `bdh-tiny.yaml`) looked
+    up among the shipped presets, so a wheel user, who has no configs/ folder, can still name one."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if path.name == config:  # no folder part: a preset name
+        shipped = presets_dir() / (config if config.endswith(".yaml") else f"{config}.yaml")
+        if shipped.is_file():
+            return shipped
+    raise UsageError(f"config file not found: {config} (not a file; shipped presets, usable by name: "
+                     f"{', '.join(preset_names()) or 'none'})")
+
+
 def load_preset(path: str | None) -> dict:
     if path is None:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"config file not found: {path}")
+    p = resolve_preset(path)
     try:
         preset = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
@@ -120,7 +146,7 @@ def parse_run_config(argv: list[str], prog: str = "train.py") -> RunConfig:
     `prog` is the command the user typed (`hatchlings train` or `train.py`), for --help and usage errors."""
     parser = argparse.ArgumentParser(prog=prog, add_help=True, allow_abbrev=False,
                                      description="Train a hatchlings model (any TrainingArguments flag is accepted).")
-    parser.add_argument("--config", help="YAML preset, e.g. configs/bdh-tiny.yaml")
+    parser.add_argument("--config", help=f"YAML file, or a preset by name: {', '.join(preset_names())}")
     parser.add_argument("--architecture", help="architecture id (overrides the preset)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument("--init_from", help="exported model folder to start from (continual learning)")
