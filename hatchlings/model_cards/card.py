@@ -202,7 +202,7 @@ def build_model_card(
     eval_results: dict, widget_prompts: list[str], datasets: list[str] | None = None,
     license: str = "apache-2.0", loss_curve: str | None = None,
     sparsity_curve: str | None = None, sparsity: dict[str, float] | None = None,
-    limitations: str = DEFAULT_LIMITATIONS,
+    limitations: str = DEFAULT_LIMITATIONS, space: dict | None = None,
 ) -> ModelCard:
     """Build the Hub README for ``model`` from measured facts.
 
@@ -217,6 +217,8 @@ def build_model_card(
     every hatchlings model is a small research model, and the Hub asks cards to say what a
     model is for and what it is not for, apart from its limitations. ``datasets=None`` (or
     empty) leaves the ``datasets`` key out of the metadata rather than writing an empty list.
+    ``space`` (``hatchlings.serve.space_metadata``) adds the Space keys (``sdk: gradio``, ``app_file``) to the
+    YAML header and a "Playground" section, for a folder that also carries the playground's app.py.
     """
     n_params = model.num_parameters()
     card_data = ModelCardData(
@@ -228,6 +230,7 @@ def build_model_card(
         model_name=repo_name,
         eval_results=_index_results(eval_results),
         widget=[{"text": str(p)} for p in widget_prompts],
+        **(space or {}),
     )
     shown_eval = {k: v for k, v in eval_results.items() if k != "dataset"}
     shown_eval = {"dataset": _eval_dataset(eval_results)[0], **shown_eval}
@@ -249,6 +252,7 @@ def build_model_card(
         sparsity_curve=str(sparsity_curve) if sparsity_curve else None,
         usage_snippet=_usage_snippet(repo_name, widget_prompts[0] if widget_prompts else "Once upon a time"),
         limitations=limitations.strip(),
+        space=bool(space),
     )
 
 

@@ -19,6 +19,7 @@ from ..architectures import record_for
 from ..model_cards import build_model_card, last_sparsity, plot_loss_curve, plot_sparsity_curve
 from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON
 from ..errors import UsageError
+from ..serve import space_metadata, write_space_files
 
 def default_generation_config(model) -> GenerationConfig:
     """Sampling defaults for the Hub widget and `pipeline`; callers can still pass do_sample=False."""
@@ -60,8 +61,9 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
                                 train_info=train_info, eval_results=eval_results,
                                 widget_prompts=widget_prompts, datasets=datasets, license=license,
                                 loss_curve=curve, sparsity_curve=sparsity_curve,
-                                sparsity=last_sparsity(log_history))
+                                sparsity=last_sparsity(log_history), space=space_metadata(out.resolve().name))
         card.save(staging / "README.md")
+        write_space_files(staging, record_for(architecture), model.config)  # the playground, as a Space
         mode = 0o666 & ~_umask()  # tempfile and safetensors write 0600; exports are ordinary files
         for item in staging.iterdir():
             if item.is_file():
