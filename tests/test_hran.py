@@ -210,6 +210,22 @@ def test_hebbian_seed_embeddings_reflect_co_occurrence():
     assert abs(E[3:11].std().item() - 0.02) < 0.01
 
 
+def test_seed_input_embeddings_writes_the_hebbian_seed_into_the_model():
+    """train.py's hebbian_seed step: the model's input embedding becomes the Hebbian seed of its rows (real
+    tokens only, at the embedding's own scale)."""
+    from hatchlings.training.hebbian import seed_input_embeddings
+
+    model = SPEC.build_model(hidden_size=16, num_attention_heads=2, intermediate_size=32)
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": torch.randint(3, 60, (24,), generator=g).tolist(), "attention_mask": [0] * 4 + [1] * 20}
+            for _ in range(6)]
+    std = float(model.get_input_embeddings().weight.std())
+    assert "from the co-occurrences of 6 training rows" in seed_input_embeddings(model, rows, seed=3)
+    real = [torch.tensor(r["input_ids"][4:]) for r in rows]
+    torch.testing.assert_close(model.get_input_embeddings().weight.detach(),
+                               hebbian_seed_embeddings(real, 2560, 16, std=std, seed=3))
+
+
 def test_dropout_only_in_training():
     """Residual dropout changes train-mode outputs and leaves eval mode deterministic (= the dropout-free model)."""
     ids = random_ids(2560, 2, 8, seed=6)

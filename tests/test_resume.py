@@ -117,3 +117,16 @@ def test_optimization_section_end_to_end(preset, tmp_path, capsys):
     assert "muon + adamw, wiener_snr True, label_smoothing 0.1, z_loss 0.0001, ema_decay 0.5" in card
     with pytest.raises(UsageError, match="optim.name"):
         run_training(["--config", str(preset), "--output_dir", str(tmp_path / "x"), "--optimizer", "sgd"])
+
+
+def test_hebbian_seed_initialises_a_new_models_embeddings_from_its_text(preset, tmp_path, capsys):
+    """optimization.hebbian_seed (HRAN's Oja-rule seed, for any architecture): printed, named in the card, and
+    refused with --init_from, whose embeddings are already trained."""
+    out = tmp_path / "seeded"
+    run_training(["--config", str(preset), "--output_dir", str(out), "--max_steps", "1", "--hebbian_seed", "true"])
+    assert "hebbian seed: input embeddings (259 x 32)" in capsys.readouterr().out
+    assert "hebbian_seed True" in (out / "README.md").read_text()
+    continued = {k: v for k, v in PRESET.items() if k not in ("model", "architecture")}
+    with pytest.raises(UsageError, match="hebbian_seed .*--init_from"):
+        run_training(["--config", str(write_preset(tmp_path / "c.yaml", continued)), "--output_dir",
+                      str(tmp_path / "x"), "--init_from", str(out), "--hebbian_seed", "true"])

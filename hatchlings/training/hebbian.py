@@ -85,4 +85,24 @@ def hebbian_seed_embeddings(token_ids: torch.Tensor | Iterable[torch.Tensor], vo
     return E.float()
 
 
-__all__ = ["co_occurrence", "hebbian_seed_embeddings", "oja_principal_components"]
+def seed_input_embeddings(model, rows, seed: int = 0, max_rows: int = 2000) -> str:
+    """`optimization.hebbian_seed`: overwrite a new model's input embeddings with `hebbian_seed_embeddings` of
+    its training rows (the first `max_rows`, real tokens only), at the embedding's own scale, before any
+    gradient step. Returns the line train.py prints. Any architecture with an input embedding can use it.
+    """
+    embedding = model.get_input_embeddings()
+    sequences = []
+    for i, row in enumerate(rows):
+        if i == max_rows:
+            break
+        ids, mask = torch.as_tensor(row["input_ids"]), row.get("attention_mask")
+        sequences.append(ids[torch.as_tensor(mask).bool()] if mask is not None else ids)
+    vocab, dim = embedding.weight.shape
+    E = hebbian_seed_embeddings(sequences, vocab, dim, std=float(embedding.weight.detach().std()), seed=seed)
+    with torch.no_grad():
+        embedding.weight.copy_(E.to(embedding.weight.dtype))
+    return (f"hebbian seed: input embeddings ({vocab} x {dim}) from the co-occurrences of {len(sequences)} "
+            "training rows (Oja/Sanger)")
+
+
+__all__ = ["co_occurrence", "hebbian_seed_embeddings", "oja_principal_components", "seed_input_embeddings"]

@@ -38,12 +38,13 @@ class OptimConfig:
     z_loss: float = 0.0
     ema_decay: float = 0.0  # 0 = no EMA
     export_ema: bool = False
+    hebbian_seed: bool = False  # a new model's input embeddings from co-occurrences by Oja's rule (hebbian.py)
 
     def __post_init__(self):
         self._coerce_strings()
         if self.name not in OPTIMIZER_NAMES:
             raise UsageError(f"optim.name must be one of {', '.join(OPTIMIZER_NAMES)}, got {self.name!r}")
-        for field in ("wiener_snr", "export_ema"):
+        for field in ("wiener_snr", "export_ema", "hebbian_seed"):
             if not isinstance(getattr(self, field), bool):
                 raise UsageError(f"optim.{field} must be true or false, got {getattr(self, field)!r}")
         _check_range("snr_beta", self.snr_beta, 0.0, 1.0)

@@ -50,7 +50,8 @@ def _optimizer_name(run: RunConfig, args) -> str:
     opt = run.optimization
     name = "muon + adamw" if opt.name == "muon" else getattr(args.optim, "value", str(args.optim))
     extras = [f"{k} {v}" for k, v in (("wiener_snr", opt.wiener_snr), ("label_smoothing", opt.label_smoothing),
-                                        ("z_loss", opt.z_loss), ("ema_decay", opt.ema_decay)) if v]
+                                        ("z_loss", opt.z_loss), ("ema_decay", opt.ema_decay),
+                                        ("hebbian_seed", opt.hebbian_seed)) if v]
     return ", ".join([name, *extras]) + (" (EMA weights exported)" if opt.export_ema else "")
 
 
@@ -153,6 +154,19 @@ def _checkpoint_to_resume(run: RunConfig) -> str | None:
     return last
 
 
+def _hebbian_seed(run: RunConfig, model, train_ds) -> None:
+    """Seed a new model's input embeddings from its training text (a resumed run's checkpoint replaces them)."""
+    from .hebbian import seed_input_embeddings
+
+    if run.init_from or run.lora.r:
+        raise UsageError("optimization.hebbian_seed initialises a new model's embeddings: it cannot be combined "
+                         "with --init_from or --lora_r")
+    try:
+        print(f"[hatchlings] {seed_input_embeddings(model, train_ds, seed=run.training.seed)}", flush=True)
+    except ValueError as err:
+        raise UsageError(f"optimization.hebbian_seed: {err}") from None
+
+
 def run_training(argv: list[str], callbacks: list | None = None, prog: str = "train.py") -> dict:
     """Train as the preset and flags say; return the final validation metrics.
 
@@ -170,6 +184,8 @@ def run_training(argv: list[str], callbacks: list | None = None, prog: str = "tr
                          "give --max_steps, since the number of blocks is unknown in advance")
     cap = run.data.max_eval_blocks
     stop, opt = GracefulStop(), run.optimization
+    if opt.hebbian_seed:
+        _hebbian_seed(run, model, train_ds)
     ema = EmaCallback(opt.ema_decay) if opt.ema_decay > 0 else None
     trainer = HatchlingsTrainer(model=model, args=run.training, train_dataset=train_ds,
                                 eval_dataset=val_ds.select(range(min(cap or len(val_ds), len(val_ds)))),
