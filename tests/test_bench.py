@@ -40,7 +40,7 @@ def test_bdh_state_does_not_grow_with_context(tmp_path):
 def scripted_clock(monkeypatch, seconds_per_call: list[float]) -> None:
     """`decode_timing` sees these times, in order, instead of timing `generate` (which is not run at all)."""
     times = iter(seconds_per_call)
-    monkeypatch.setattr(runner, "_greedy", lambda model, prompt, n: None)
+    monkeypatch.setattr(runner, "_greedy", lambda model, prompt, n, generate_kwargs=None: None)
     monkeypatch.setattr(runner, "_timed", lambda fn: next(times))
 
 

@@ -179,6 +179,9 @@ def test_chat_in_a_pseudo_terminal(chat_export):
     """In a terminal: a '> ' prompt, commands and replies, and Ctrl+C leaves with status 0, no traceback."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the chat, with the pty as its controlling terminal
+        # a user's shell starts programs with SIGINT at its default; an ignored SIGINT would be inherited through
+        # exec (and Python then installs no KeyboardInterrupt handler), whatever the test process did before
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.chdir(REPO_ROOT)
         os.execve(sys.executable, [sys.executable, "-m", "hatchlings.cli", "chat", str(chat_export),
                                    "--temperature", "0", "--max_new_tokens", "8"], CHILD_ENV)
