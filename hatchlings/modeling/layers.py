@@ -11,6 +11,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from .cache import RecurrentStateCache
 
 
 def validate_input_ids(input_ids: torch.Tensor, vocab_size: int, max_length: int | None = None) -> None:
@@ -32,6 +35,40 @@ def validate_input_ids(input_ids: torch.Tensor, vocab_size: int, max_length: int
         raise ValueError(f"input_ids contain id {hi if hi >= vocab_size else lo} outside [0, {vocab_size}) (vocab_size)")
     if max_length is not None and input_ids.shape[1] > max_length:
         raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings={max_length}")
+
+
+def embed_inputs(embed_tokens: nn.Embedding, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
+                 hidden_size: int, max_length: int | None = None) -> torch.Tensor:
+    """The input rule every model's forward shares: exactly one of ids or embeddings. Ids are checked
+    (validate_input_ids) and embedded; given embeddings must be (batch, seq_len>0, hidden_size), since a
+    wrong width would otherwise surface as a shape error several layers down. Returns (B, T, D)."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if input_ids is not None:
+        validate_input_ids(input_ids, embed_tokens.num_embeddings, max_length)
+        return embed_tokens(input_ids)
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[-1] != hidden_size:
+        raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {hidden_size}), "
+                         f"got {tuple(inputs_embeds.shape)}")
+    return inputs_embeds
+
+
+def forward_cache(model: nn.Module, past_key_values: RecurrentStateCache | None,
+                  use_cache: bool | None) -> RecurrentStateCache | None:
+    """The cache a forward writes to. A cache passed in is always used (as in Transformers' own models);
+    a new one is made only when asked for, by default outside training (`config.use_cache`)."""
+    if past_key_values is not None:
+        return past_key_values
+    if use_cache is None:
+        use_cache = model.config.use_cache and not model.training
+    return RecurrentStateCache() if use_cache else None
+
+
+def keep_positions(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Transformers' `logits_to_keep`: an int k keeps the last k positions (0 keeps all; generation needs
+    one), a tensor keeps those indices. (B, T, D) -> (B, T', D), positions on `dim`."""
+    keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+    return hidden[(slice(None),) * dim + (keep,)]
 
 
 def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:

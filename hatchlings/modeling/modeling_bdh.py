@@ -27,8 +27,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import RecurrentStateCache
 from .configuration_bdh import BdhConfig
-from .layers import (apply_rope_pairs, causal_lm_loss, layer_norm, positions_from_mask, record_autocast,
-                     replay_autocast, rope_pair_rotor, validate_input_ids, zero_where_inactive_)
+from .layers import (apply_rope_pairs, causal_lm_loss, embed_inputs, forward_cache, keep_positions, layer_norm,
+                     positions_from_mask, record_autocast, replay_autocast, rope_pair_rotor, zero_where_inactive_)
 
 STATE = "synapses"  # cache entry per layer: the (B, H, N, D) Hebbian state
 SEEN = "real_tokens"  # cache entry (layer -1): (B,) real (non-pad) tokens consumed, for RoPE positions
@@ -407,19 +407,10 @@ class BdhModel(BdhPreTrainedModel):
                 use_cache: bool | None = None, output_hidden_states: bool | None = None,
                 output_sparsity: bool = False, return_dict: bool | None = None, **kwargs) -> BdhModelOutput:
         cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            validate_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[-1] != cfg.hidden_size:
-            raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {cfg.hidden_size}), "
-                             f"got {tuple(inputs_embeds.shape)}")
+        inputs_embeds = embed_inputs(self.embed_tokens, input_ids, inputs_embeds, cfg.hidden_size)
         B, T, _ = inputs_embeds.shape
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
-        # a cache passed in is always used (as in Transformers' own models); a new one only when asked for
-        cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
+        cache = forward_cache(self, past_key_values, use_cache)
         key_mask = self._key_mask(attention_mask, B, T, past_key_values.get_seq_length() if past_key_values is not None else 0)
         offset = cache.get(-1, SEEN) if cache is not None else None
         rotor = rope_pair_rotor(positions_from_mask(key_mask, B, T, offset, inputs_embeds.device),
@@ -482,8 +473,7 @@ class BdhForCausalLM(BdhPreTrainedModel, GenerationMixin):
                          inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_sparsity=output_sparsity)
         hidden = out.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep])
+        logits = self.lm_head(keep_positions(hidden, logits_to_keep))
         loss = None
         if labels is not None:
             loss = causal_lm_loss(self, logits, labels, attention_mask, **kwargs)

@@ -44,7 +44,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import RecurrentStateCache
 from .configuration_holospectral import HolospectralConfig
-from .layers import apply_rope_pairs, causal_lm_loss, positions_from_mask, rope_pair_rotor, validate_input_ids
+from .layers import (apply_rope_pairs, causal_lm_loss, embed_inputs, forward_cache, keep_positions, positions_from_mask,
+                     rope_pair_rotor)
 
 BUNDLE = "bundle"  # cache entry per layer: (B, D) running sum of the bound tokens (float32)
 HISTORY = "gate_history"  # cache entry per layer: (B, K-1, D) the gate's last K-1 inputs (float32)
@@ -286,20 +287,11 @@ class HolospectralModel(HolospectralPreTrainedModel):
                 use_cache: bool | None = None, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPast:
         cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            validate_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[-1] != cfg.hidden_size:
-            raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {cfg.hidden_size}), "
-                             f"got {tuple(inputs_embeds.shape)}")
+        inputs_embeds = embed_inputs(self.embed_tokens, input_ids, inputs_embeds, cfg.hidden_size)
         B, T, _ = inputs_embeds.shape
         device = inputs_embeds.device
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
-        # a cache passed in is always used (as in Transformers' own models); a new one only when asked for
-        cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
+        cache = forward_cache(self, past_key_values, use_cache)
         mask = self._key_mask(attention_mask, B, T, cache.get_seq_length() if past_key_values is not None else 0)
         offset = cache.get(-1, SEEN) if cache is not None else None
         rotor = rope_pair_rotor(positions_from_mask(mask, B, T, offset, device), cfg.hidden_size, cfg.rope_theta)
@@ -353,8 +345,7 @@ class HolospectralForCausalLM(HolospectralPreTrainedModel, GenerationMixin):
         logits for the last k positions only (generation needs one)."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(out.last_hidden_state[:, keep])
+        logits = self.lm_head(keep_positions(out.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = causal_lm_loss(self, logits, labels, attention_mask, **kwargs)

@@ -34,8 +34,8 @@ from transformers.modeling_outputs import (BaseModelOutput, BaseModelOutputWithP
 
 from .cache import RecurrentStateCache
 from .configuration_hran import HranConfig
-from .layers import (apply_rope_pairs, attention_layout, causal_attention, causal_lm_loss, positions_from_mask,
-                     rope_pair_rotor, validate_input_ids)
+from .layers import (apply_rope_pairs, attention_layout, causal_attention, causal_lm_loss, embed_inputs, forward_cache,
+                     keep_positions, positions_from_mask, rope_pair_rotor, validate_input_ids)
 
 KEY, VALUE = "key", "value"  # cache entries per layer: keys (augmented with ||k||^2 for RBF) and values
 
@@ -255,19 +255,10 @@ class HranModel(HranPreTrainedModel):
                 use_cache: bool | None = None, output_hidden_states: bool | None = None,
                 output_activity: bool = False, return_dict: bool | None = None, **kwargs) -> HranModelOutput:
         cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            validate_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[-1] != cfg.hidden_size:
-            raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {cfg.hidden_size}), "
-                             f"got {tuple(inputs_embeds.shape)}")
+        inputs_embeds = embed_inputs(self.embed_tokens, input_ids, inputs_embeds, cfg.hidden_size)
         B, T, _ = inputs_embeds.shape
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
-        # a cache passed in is always used (as in Transformers' own models); a new one only when asked for
-        cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
+        cache = forward_cache(self, past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0
         positions, allowed = attention_layout(attention_mask, B, T, past, inputs_embeds.device)  # (B, T), mask
         rotor = rope_pair_rotor(positions, cfg.head_dim, cfg.rope_theta)  # (B, 1, T, d/2)
@@ -310,8 +301,7 @@ class HranForCausalLM(HranPreTrainedModel, GenerationMixin):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_activity=output_activity)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(out.last_hidden_state[:, keep])
+        logits = self.lm_head(keep_positions(out.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = causal_lm_loss(self, logits, labels, attention_mask, **kwargs)
@@ -387,11 +377,7 @@ class HranEncoder(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_hidden_states=None,
                 return_dict=None, **kwargs) -> BaseModelOutput:
         cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            validate_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self._embed[0](input_ids)
+        inputs_embeds = embed_inputs(self._embed[0], input_ids, inputs_embeds, cfg.hidden_size)
         B, S, _ = inputs_embeds.shape
         mask = _memory_mask(attention_mask, B, S, inputs_embeds.device)  # (B, S) bool
         rotor = rope_pair_rotor(positions_from_mask(mask.long(), B, S, None, inputs_embeds.device),
@@ -455,8 +441,7 @@ class HranForConditionalGeneration(HranPreTrainedModel, GenerationMixin):
         validate_input_ids(decoder_input_ids, self.config.vocab_size)
         B, T = decoder_input_ids.shape
         memory_allowed = _memory_mask(attention_mask, B, memory.shape[1], memory.device)[:, None, None, :]
-        use_cache = (self.config.use_cache and not self.training) if use_cache is None else use_cache
-        cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
+        cache = forward_cache(self, past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0
         positions, allowed = attention_layout(decoder_attention_mask, B, T, past, memory.device)
         rotor = rope_pair_rotor(positions, self.config.head_dim, self.config.rope_theta)
@@ -465,8 +450,7 @@ class HranForConditionalGeneration(HranPreTrainedModel, GenerationMixin):
             x = layer(x, rotor, allowed, memory, memory_allowed, past_key_values=cache)
         if cache is not None:
             cache.seen_tokens += T
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(self.norm(x)[:, keep])
+        logits = self.lm_head(keep_positions(self.norm(x), logits_to_keep))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().to(logits.device), ignore_index=-100)

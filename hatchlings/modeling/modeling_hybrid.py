@@ -43,7 +43,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import RecurrentStateCache
 from .configuration_hybrid import HybridConfig
-from .layers import attention_layout, causal_attention, causal_lm_loss, validate_input_ids
+from .layers import attention_layout, causal_attention, causal_lm_loss, embed_inputs, forward_cache, keep_positions
 
 CONV, SSM, KEYS, VALUES = "conv_window", "ssm_state", "keys", "values"  # cache entries per (segment, layer)
 
@@ -408,19 +408,11 @@ class HybridModel(HybridPreTrainedModel):
                 use_cache: bool | None = None, output_hidden_states: bool | None = None, output_gates: bool = False,
                 return_dict: bool | None = None, **kwargs) -> HybridModelOutput:
         cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            validate_input_ids(input_ids, cfg.vocab_size, cfg.max_position_embeddings)
-            inputs_embeds = self.embed_tokens(input_ids)
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[-1] != cfg.hidden_size:
-            raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {cfg.hidden_size}), "
-                             f"got {tuple(inputs_embeds.shape)}")
+        inputs_embeds = embed_inputs(self.embed_tokens, input_ids, inputs_embeds, cfg.hidden_size,
+                                     cfg.max_position_embeddings)
         B, T, _ = inputs_embeds.shape
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
-        # a cache passed in is always used (as in Transformers' own models); a new one only when asked for
-        cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
+        cache = forward_cache(self, past_key_values, use_cache)
         past = cache.get_seq_length() if cache is not None else 0
         positions, allowed = attention_layout(attention_mask, B, T, past, inputs_embeds.device)  # (B, T), mask
         if int(positions.max()) >= cfg.max_position_embeddings:
@@ -476,8 +468,7 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states,
                          output_gates=output_gates)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(out.last_hidden_state[:, keep])
+        logits = self.lm_head(keep_positions(out.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = causal_lm_loss(self, logits, labels, attention_mask, **kwargs)
