@@ -1,5 +1,7 @@
 """`hatchlings bench arena`: each architecture against Transformers' own GPT-2 and Llama, same data and budget.
 
+(HRM is also measured against Transformers' HrmTextForCausalLM, which joins every run as a third baseline.)
+
 The question users ask before picking an architecture: how good and how fast is it, against a normal
 transformer of the same size, on the same data and budget? Every model here gets the same text (tiny
 Shakespeare as bytes, first 90% train / last 10% validation), the same random batches in the same order,
@@ -31,8 +33,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          PrinterCallback, TrainerCallback, TrainingArguments, default_data_collator)
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, HrmTextConfig, HrmTextForCausalLM,
+                          LlamaConfig, LlamaForCausalLM, PrinterCallback, TrainerCallback, TrainingArguments,
+                          default_data_collator)
 
 from ..architectures import RECORDS, record_for
 from ..data_sources import cached_path
@@ -47,7 +50,8 @@ LAYERS, HEADS = 4, 4
 # The longest context a learned position table is grown to for timing: GPT-2's 8192 x 128 table would be
 # 1.05M parameters, more than the whole tiny model, which is no longer the arena's shape; beyond it is "n/a".
 LEARNED_POSITIONS = 2048
-BASELINES = ("gpt2", "llama")
+# Transformers' own models; hrm_text (HrmTextForCausalLM, causal and cached) is the anchor of the HRM record
+BASELINES = ("gpt2", "llama", "hrm_text")
 ARCHS = BASELINES + tuple(RECORDS)  # each architecture's record gives its shape for a width (arena_shape)
 
 
@@ -108,6 +112,13 @@ def build_model(arch: str, size: str, positions: int, vocab_size: int = 259, spe
                                             num_attention_heads=HEADS, num_key_value_heads=HEADS,
                                             intermediate_size=11 * width // 4, tie_word_embeddings=True,
                                             max_position_embeddings=max(positions, 4096), **special))
+    if arch == "hrm_text":  # shared/BASELINES.md's shape (2 layers per stack, H_cycles 2, L_cycles 2, prefix_lm
+        # off), with tied embeddings like Llama here: 0.90M at width 128 (the untied 0.93M would be +9% of GPT-2)
+        config = HrmTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=11 * width // 4,
+                               num_attention_heads=HEADS, head_dim=width // HEADS, num_layers_per_stack=2,
+                               H_cycles=2, L_cycles=2, prefix_lm=False, tie_word_embeddings=True,
+                               max_position_embeddings=max(positions, 4096), **special)
+        return HrmTextForCausalLM(config)
     record = record_for(arch)
     config = record.config_class(vocab_size=vocab_size, **special, **record.arena_shape(width))
     return AutoModelForCausalLM.from_config(config)
