@@ -107,7 +107,7 @@ class ChatSession:
     """
 
     def __init__(self, model, tokenizer, *, settings: Settings | None = None, chat_template: bool | None = None,
-                 card_text: str = "", name: str = "model"):
+                 card_text: str = "", name: str = "model", stages: list[dict] | None = None):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.settings = settings or Settings()
         self.chat_template = uses_chat_template(model, tokenizer) if chat_template is None else chat_template
@@ -115,6 +115,7 @@ class ChatSession:
             raise UsageError("the tokenizer has no chat template: use plain continuation")
         self.history: list[dict[str, str]] = []
         self.card_text, self.name = card_text, name
+        self.stages = stages or []  # the training history of an export (hatchlings.training.history)
         self.limit = context_limit(model, tokenizer)
         self.done = False  # set by /quit; front ends stop reading input
         self.generate_kwargs: dict = {}  # the architecture's extras (e.g. HRM's hrm_mode), set by its commands
@@ -127,11 +128,16 @@ class ChatSession:
     def from_folder(cls, folder: str | Path, **kwargs) -> "ChatSession":
         """A session over an exported folder (load_model_folder), with its model card for /status."""
         from .training.export import load_model_folder
+        from .training.history import read_history
 
         model, tokenizer = load_model_folder(folder)
         readme = Path(folder) / "README.md"
         card_text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-        return cls(model, tokenizer, card_text=card_text, name=Path(folder).resolve().name, **kwargs)
+        try:
+            stages = read_history(folder)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        return cls(model, tokenizer, card_text=card_text, name=Path(folder).resolve().name, stages=stages, **kwargs)
 
     def _extras(self) -> dict:
         """The architecture's own commands (record.chat_commands), imported now so a typo fails at start."""
@@ -241,6 +247,10 @@ class ChatSession:
                  f"tokenizer: {kind}, vocabulary {len(tok)}; context: {context}",
                  f"mode: {mode}", f"settings: {self.settings.describe()}"]
         lines += [self.extras[name](self, "") for name in sorted(self.extras)]  # each extra's own state
+        if self.stages:
+            from .training.history import describe_stage
+
+            lines += ["training history:"] + [f"  {describe_stage(stage)}" for stage in self.stages]
         tables = card_tables(self.card_text)
         for section in ("Training", "Evaluation"):
             lines += [f"{section.lower()}:"] + [f"  {item}: {value}" for item, value in tables.get(section, [])]

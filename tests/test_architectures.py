@@ -19,7 +19,7 @@ from hatchlings.architectures import RECORDS, TOKENIZER_KINDS, ArchitectureRecor
 
 ALL = {**RECORDS, DUMMY.arch: DUMMY}
 # an architecture may offer none; each one it names must resolve
-OPTIONAL = {"probes", "chat_commands", "generation_controls", "seq2seq_class"}
+OPTIONAL = {"probes", "chat_commands", "generation_controls", "seq2seq_class", "growth", "eval_variants"}
 
 
 @pytest.mark.parametrize("arch", sorted(ALL))
@@ -40,6 +40,8 @@ def test_record_fills_every_field(arch):
     for kind, targets in (("probe", record.probes), ("chat command", record.chat_commands)):
         for name, target in targets.items():
             assert callable(resolve(target)), f"{arch}: {kind} {name} -> {target} is not callable"
+    for hook in (record.growth, record.eval_variants):
+        assert hook is None or callable(resolve(hook)), f"{arch}: {hook} is not callable"
 
 
 @pytest.mark.parametrize("arch", sorted(ALL))

@@ -37,6 +37,7 @@ SPEC = ArchSpec(
         ({"depth_modes": {"fast": [1]}}, "depth_modes"),
         ({"halt_exploration_prob": 2.0}, "halt_exploration_prob"),
         ({"vocab_size": 1}, "bos_token_id"),
+        ({"growth_chars": -1}, "growth_chars"),
     ),
     depth_modes=MODES,
     causal_length=13,
@@ -265,3 +266,93 @@ def test_output_states_norms_and_changes():
             close(change, (cycles[n] - cycles[n - 1]).norm(dim=-1), 1e-5, f"z_H change of cycle {n}")
     norms = torch.stack([entry[3] for entry in out.state_norms])
     close(norms, torch.full_like(norms, model.config.hidden_size ** 0.5), 1e-3, "post-norm states")
+
+
+def test_grown_blocks_start_as_the_identity_and_then_learn():
+    """HrmModel.grow appends blocks to L and H alternately; the grown model computes what it did (logits within
+    rms_norm's eps), its cache still matches the full forward, and the new blocks get gradients."""
+    model = SPEC.build_model().eval()
+    ids = random_ids(120, 2, 10, seed=5)
+    with torch.no_grad():
+        before = model(ids, use_cache=False).logits
+    assert [model.model.grow() for _ in range(3)] == ["L", "H", "L"]
+    assert (model.config.L_layers, model.config.H_layers) == (3, 2)
+    assert len(model.model.L_module.layers) == 3 and len(model.model.H_module.layers) == 2
+    with torch.no_grad():
+        after = model(ids, use_cache=False).logits
+    close(after, before, 1e-4, "logits after growth")
+    close(_step_through(model, ids, None, 3), after, 1e-4, "cached decoding of the grown model")
+    model.train()
+    model(ids, labels=ids).loss.backward()
+    new = model.model.L_module.layers[-1]
+    assert new.self_attn.o_proj.weight.grad.abs().sum() > 0 and new.mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+def test_continual_learning_expands_grows_and_records_the_history(tmp_path, real_text):
+    """File A, then (--init_from) a file with new characters: the char vocabulary grows, one block is added per
+    growth_chars characters, the loss on A does not jump at the start of the new stage, the optimizer holds
+    the new block, and the export's history, card and chat /status list both stages. Training again on the
+    same file continues that stage."""
+    from test_tokenizer_kinds import NEW_SCRIPT
+    from test_training import write_preset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from hatchlings.chat import ChatSession
+    from hatchlings.training import run_training
+    from hatchlings.training.history import read_history
+
+    (tmp_path / "a.txt").write_text(real_text[:6000])
+    (tmp_path / "b.txt").write_text((NEW_SCRIPT + real_text[6000:6400]) * 6)  # ~2.7K characters -> one block
+    preset = {"architecture": "hrm", "model": {**{k: v for k, v in TINY.items() if k != "vocab_size"},
+                                               "growth_chars": 2000},
+              "data": {"block_size": 32, "validation_fraction": 0.1, "max_eval_blocks": 2},
+              "training": {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
+                           "eval_strategy": "no", "save_strategy": "no", "report_to": "none", "seed": 0},
+              "generation": {"prompt": "The ", "max_new_tokens": 3}}
+    run_training(["--config", str(write_preset(tmp_path / "a.yaml", preset)), "--train_file",
+                  str(tmp_path / "a.txt"), "--output_dir", str(tmp_path / "a")])
+    old = AutoModelForCausalLM.from_pretrained(tmp_path / "a").eval()
+    old_tok = AutoTokenizer.from_pretrained(tmp_path / "a")
+    ids = old_tok(real_text[:300], return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = old(ids, labels=ids)
+    # The k new characters' head rows copy unk's (resize_for_new_tokens), so each takes unk's probability: the
+    # loss on A rises by exactly mean log(1 + k p_unk), ~0 once training has taught the model that unk never
+    # comes (this 3-step model has not learnt that yet). Growth itself adds nothing.
+    p_unk = out.logits[0, :-1].softmax(-1)[:, old_tok.unk_token_id]
+
+    class AtStart(TrainerCallback):  # the model and optimizer the continued stage starts from
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            model.eval()
+            with torch.no_grad():
+                self.loss = model(ids, labels=ids).loss
+            model.train()
+            trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            self.new_block_trained = all(id(p) in trained for p in model.model.L_module.layers[-1].parameters())
+
+    start = AtStart()
+    preset.pop("model")
+    continued = ["--config", str(write_preset(tmp_path / "b.yaml", preset)), "--train_file", str(tmp_path / "b.txt")]
+    run_training([*continued, "--init_from", str(tmp_path / "a"), "--output_dir", str(tmp_path / "b")],
+                 callbacks=[start])
+    k = len(AutoTokenizer.from_pretrained(tmp_path / "b")) - len(old_tok)
+    close(start.loss, out.loss + torch.log1p(k * p_unk).mean(), 1e-4, "loss on A when the new stage starts (vocabulary expanded, block added)")
+    assert start.new_block_trained
+    grown = AutoModelForCausalLM.from_pretrained(tmp_path / "b")
+    assert (grown.config.L_layers, grown.config.H_layers) == (2, 1)
+    first, second = read_history(tmp_path / "b")
+    assert [f["file"] for f in first["data"]] == ["a.txt"] and [f["file"] for f in second["data"]] == ["b.txt"]
+    assert second["vocab_before"] < second["vocab_after"] == grown.config.vocab_size
+    assert second["blocks_added"] == 1 and second["steps"] == 3 and second["init_from"] == "a"
+    assert len(second["data"][0]["sha256"]) == 64 and second["data"][0]["characters"] == len((tmp_path / "b.txt")
+                                                                                             .read_text())
+    card = (tmp_path / "b" / "README.md").read_text()
+    assert "Training history" in card and "a.txt (" in card and "b.txt (" in card
+    assert all(f"bits_per_byte (hrm_mode {mode})" in card for mode in ("fast", "normal", "deep", "extreme"))
+    status = ChatSession.from_folder(tmp_path / "b").command("/status")
+    assert "training history:" in status and "stage 2" in status and "depth mode" in status
+
+    run_training([*continued, "--init_from", str(tmp_path / "b"), "--output_dir", str(tmp_path / "c")])
+    again = read_history(tmp_path / "c")
+    assert len(again) == 2 and again[1]["steps"] == 6 and again[1]["sessions"] == 2
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "c").config.L_layers == 2  # same data: no growth

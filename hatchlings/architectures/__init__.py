@@ -43,6 +43,12 @@ class ArchitectureRecord:
         label -> (kind, default, generate kwarg). kind is "int", "float", "bool", a tuple of choices, or
         "config:<attribute>" (choices: the keys of that config attribute, read per model at export time);
         default None leaves the model's own default. Exports write them to playground.json (hatchlings.serve).
+    growth: "module:function" of `grow(model, characters) -> (blocks_added, message)`, or None: what a run
+        continued from an export (`--init_from`) on new data of `characters` characters adds to the model
+        before training (HRM adds identity-initialised blocks); the run's optimizer is built afterwards.
+    eval_variants: "module:function" of `variants(config) -> {label: config overrides}`, or None: settings a
+        trained model is also evaluated under at the end of a run, each reported in the card as
+        "bits_per_byte (<label>)" (HRM: every depth mode).
     """
 
     arch: str
@@ -58,6 +64,8 @@ class ArchitectureRecord:
     chat_commands: Mapping[str, str] = field(default_factory=dict)
     seq2seq_class: type | None = None
     generation_controls: Mapping[str, tuple] = field(default_factory=dict)
+    growth: str | None = None
+    eval_variants: str | None = None
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZER_KINDS:

@@ -22,6 +22,24 @@ def set_mode(session, argument: str) -> str:
     return f"depth mode: {argument} ({n} cycles x {t} steps)"
 
 
+def grow(model, characters: int) -> tuple[int, str | None]:
+    """Layer growth for a run continued on new text: one identity-initialised block per `growth_chars`
+    characters of it, to L and H alternately (HrmModel.grow)."""
+    every = model.config.growth_chars
+    count = characters // every if every else 0
+    if not count:
+        return 0, None
+    grown = [model.model.grow() for _ in range(count)]
+    return count, (f"layer growth: {characters:,} new characters at one block per {every:,} -> added "
+                   f"{', '.join(grown)}; now {model.config.L_layers} L and {model.config.H_layers} H blocks, "
+                   f"{model.num_parameters():,} parameters")
+
+
+def depth_variants(config) -> dict[str, dict]:
+    """Every depth mode, for the card's validation bits/byte per mode."""
+    return {f"hrm_mode {name}": {"hrm_mode": name} for name in config.depth_modes}
+
+
 def _arena_shape(width: int) -> dict:
     """885,760 parameters at width 128 with the byte vocabulary (259): 3 L + 2 H blocks of 4 heads, the seed's
     SwiGLU expansion 2.5 (256 wide), N = T = 2."""
@@ -45,4 +63,6 @@ RECORD = ArchitectureRecord(
     probes={"depth": "hatchlings.probes.hrm_depth:run", "quality": "hatchlings.probes.hrm_quality:run"},
     chat_commands={"mode": "hatchlings.architectures.hrm:set_mode"},
     generation_controls={"depth mode": ("config:depth_modes", None, "hrm_mode")},
+    growth="hatchlings.architectures.hrm:grow",
+    eval_variants="hatchlings.architectures.hrm:depth_variants",
 )

@@ -140,6 +140,26 @@ def _sparsity_table(sparsity: dict[str, float]) -> str | None:
     return _grid(("layer", *names), rows)
 
 
+def _history_table(stages: list[dict]) -> str | None:
+    """The training history (hatchlings.training.history) as a table, a row per stage; None without one."""
+    if not stages:
+        return None
+    headers = ("stage", "data (sha256)", "characters", "tokens in training blocks", "steps", "tokens trained", "date",
+               "vocabulary", "blocks added", "validation bits/byte")
+    rows = []
+    for s in stages:
+        data = ", ".join(f"{f['file']} ({f['sha256'][:12]})" for f in s["data"]) or "built-in corpus"
+        vocab = (f"{s['vocab_before']} -> {s['vocab_after']}" if s.get("vocab_before") not in (None, s["vocab_after"])
+                 else str(s["vocab_after"]))
+        evaluation = s.get("evaluation", {})
+        bpb = evaluation.get("bits_per_byte")
+        rows.append((s["stage"] if s.get("sessions", 1) == 1 else f"{s['stage']} ({s['sessions']} runs)", data,
+                     sum(f["characters"] for f in s["data"]), s["data_tokens"], s["steps"], s["tokens_seen"],
+                     s["date"], vocab, s.get("blocks_added", 0),
+                     f"{bpb:.4f} ({evaluation.get('dataset', '')})" if isinstance(bpb, float) else "n/a"))
+    return _grid(headers, rows)
+
+
 def _config_yaml(config) -> str:
     """The config as YAML, from its JSON form so every value is a plain, dumpable type."""
     values = json.loads(config.to_json_string(use_diff=True))
@@ -202,7 +222,7 @@ def build_model_card(
     eval_results: dict, widget_prompts: list[str], datasets: list[str] | None = None,
     license: str = "apache-2.0", loss_curve: str | None = None,
     sparsity_curve: str | None = None, sparsity: dict[str, float] | None = None,
-    limitations: str = DEFAULT_LIMITATIONS, space: dict | None = None,
+    limitations: str = DEFAULT_LIMITATIONS, space: dict | None = None, history: list[dict] | None = None,
 ) -> ModelCard:
     """Build the Hub README for ``model`` from measured facts.
 
@@ -219,6 +239,8 @@ def build_model_card(
     empty) leaves the ``datasets`` key out of the metadata rather than writing an empty list.
     ``space`` (``hatchlings.serve.space_metadata``) adds the Space keys (``sdk: gradio``, ``app_file``) to the
     YAML header and a "Playground" section, for a folder that also carries the playground's app.py.
+    ``history`` (hatchlings.training.history: the stages of this model, oldest first) adds a
+    "Training history" table, so a model continued from another export says what every stage learnt from.
     """
     n_params = model.num_parameters()
     card_data = ModelCardData(
@@ -246,6 +268,7 @@ def build_model_card(
         model_class=type(model).__name__,
         config_yaml=_config_yaml(model.config),
         train_table=_table(train_info, ("Item", "Value")),
+        history_table=_history_table(history or []),
         eval_table=_table(shown_eval, ("Metric", "Value")),
         loss_curve=str(loss_curve) if loss_curve else None,
         sparsity_table=_sparsity_table(sparsity or {}),

@@ -43,6 +43,9 @@ class HrmConfig(PreTrainedConfig):
         stablemax: train with stablemax cross-entropy (s(x) = x + 1 for x >= 0, 1 / (1 - x) below) in place of
             softmax's exp; the logits are unchanged (same argmax).
         fused_attention: scaled_dot_product_attention (fast path); False writes the masked softmax in plain ops.
+        growth_chars: layer growth in continual learning: a run continued from an export (`--init_from`) on new
+            text adds one block per `growth_chars` characters of it, to L and H alternately (`HrmModel.grow`);
+            0 never grows. The seed grows every 3M characters.
     """
 
     model_type = "hatchlings_hrm"
@@ -68,6 +71,7 @@ class HrmConfig(PreTrainedConfig):
     halt_exploration_prob: float = 0.1
     stablemax: bool = False
     fused_attention: bool = True
+    growth_chars: int = 3_000_000
     use_cache: bool = True
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
@@ -107,6 +111,8 @@ class HrmConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"HrmConfig.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.growth_chars, bool) or not isinstance(self.growth_chars, int) or self.growth_chars < 0:
+            raise ValueError(f"HrmConfig.growth_chars must be an integer >= 0 (0: no growth), got {self.growth_chars!r}")
         if self.hidden_size % self.num_attention_heads or self.head_dim % 2:
             raise ValueError(f"HrmConfig.num_attention_heads={self.num_attention_heads} must divide hidden_size="
                              f"{self.hidden_size} into heads of an even size")

@@ -34,8 +34,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .cache import RecurrentStateCache
 from .configuration_hrm import HrmConfig
-from .layers import (apply_rope_pairs, attention_layout, causal_attention, causal_lm_loss, rope_pair_rotor,
-                     validate_input_ids)
+from .layers import (apply_rope_pairs, attention_layout, causal_attention, causal_lm_loss, embed_inputs, forward_cache,
+                     keep_positions, rope_pair_rotor)
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -196,6 +196,24 @@ class HrmModel(HrmPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def grow(self) -> str:
+        """Append one block to the smaller of L and H (L on a tie, so growth alternates); returns "L" or "H".
+
+        Layer growth for continual learning: the block starts as the identity, so the model computes what it
+        computed before (the loss on old text does not jump) and training decides what the block does. Its
+        output projections start at zero, so it adds nothing to the residual, and it is appended after the last
+        block of its module, whose output is already RMS-normed: the block's own post-norms then leave it
+        unchanged (up to rms_norm's eps, a relative change of ~1e-5). An optimizer built afterwards sees it."""
+        name = "L" if self.config.L_layers <= self.config.H_layers else "H"
+        weight = self.embed_tokens.weight
+        block = HrmBlock(self.config).to(device=weight.device, dtype=weight.dtype)
+        block.apply(self._init_weights)
+        nn.init.zeros_(block.self_attn.o_proj.weight)
+        nn.init.zeros_(block.mlp.down_proj.weight)
+        getattr(self, f"{name}_module").layers.append(block)
+        setattr(self.config, f"{name}_layers", getattr(self.config, f"{name}_layers") + 1)
+        return name
+
     def resolve_depth(self, hrm_mode: str | None) -> tuple[int, int]:
         """(cycles, steps) of this call: the named mode; in training without one, a depth drawn from
         train_depths; else config.hrm_mode or (H_cycles, L_cycles). ACT runs halt_max_steps cycles."""
@@ -216,19 +234,11 @@ class HrmModel(HrmPreTrainedModel):
         """`inputs_embeds` are unscaled embedding rows (scaled by sqrt(D) here, like the ids' embeddings);
         `output_states=True` returns the norms of every call's new z_L / z_H (HrmModelOutput.state_norms)."""
         cfg = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            validate_input_ids(input_ids, cfg.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[-1] != cfg.hidden_size:
-            raise ValueError(f"inputs_embeds must have shape (batch, seq_len>0, {cfg.hidden_size}), "
-                             f"got {tuple(inputs_embeds.shape)}")
+        inputs_embeds = embed_inputs(self.embed_tokens, input_ids, inputs_embeds, cfg.hidden_size)
         B, T, D = inputs_embeds.shape
         N, steps = self.resolve_depth(hrm_mode)
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = (cfg.use_cache and not self.training) if use_cache is None else use_cache
-        cache = past_key_values if past_key_values is not None else (RecurrentStateCache() if use_cache else None)
+        cache = forward_cache(self, past_key_values, use_cache)
         past = self._check_cache(cache, (N, steps))
         positions, allowed = attention_layout(attention_mask, B, T, past, inputs_embeds.device)
         rotor = rope_pair_rotor(positions, cfg.head_dim, cfg.rope_theta)  # (B, 1, T, d/2)
@@ -292,12 +302,12 @@ class HrmForCausalLM(HrmPreTrainedModel, GenerationMixin):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states,
                          hrm_mode=hrm_mode, output_states=output_states)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         aux_loss = halt_cycles = None
         if self.config.act:
-            logits, aux_loss, halt_cycles = self._act(out.cycle_states[:, :, keep], labels, attention_mask)
+            kept = keep_positions(out.cycle_states, logits_to_keep, dim=2)  # (N, B, T', D)
+            logits, aux_loss, halt_cycles = self._act(kept, labels, attention_mask)
         else:
-            logits = self.lm_head(out.last_hidden_state[:, keep])  # (B, T, V)
+            logits = self.lm_head(keep_positions(out.last_hidden_state, logits_to_keep))  # (B, T, V)
         loss = None
         if labels is not None:
             scores = log_stablemax(logits) if self.config.stablemax else logits

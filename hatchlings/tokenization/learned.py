@@ -49,7 +49,10 @@ def _finish(backend: Tokenizer, model_max_length: int, role_tokens: bool) -> Pre
     if role_tokens:  # not special: decode(skip_special_tokens=True) keeps who said what
         backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in ROLE_MARKERS])
     backend.post_processor = bos_post_processor(backend.token_to_id(BOS_TOKEN))
-    return wrap_backend(backend, model_max_length)
+    tokenizer = wrap_backend(backend, model_max_length)
+    if with_unk:  # named, so unk_token_id works (resize_for_new_tokens gives new characters unk's head row)
+        tokenizer.unk_token = UNK_TOKEN
+    return tokenizer
 
 
 # ------------------------------------------------------------------------------------------------ char

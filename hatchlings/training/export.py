@@ -20,6 +20,7 @@ from ..model_cards import build_model_card, last_sparsity, plot_loss_curve, plot
 from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON
 from ..errors import UsageError
 from ..serve import space_metadata, write_space_files
+from .history import write_history
 
 def default_generation_config(model) -> GenerationConfig:
     """Sampling defaults for the Hub widget and `pipeline`; callers can still pass do_sample=False."""
@@ -32,7 +33,8 @@ def default_generation_config(model) -> GenerationConfig:
 def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, architecture: str,
                       train_info: dict, eval_results: dict, log_history: list[dict],
                       widget_prompts: list[str], datasets: list[str] | None = None,
-                      license: str = "apache-2.0", instruction_tuned: bool = False) -> Path:
+                      license: str = "apache-2.0", instruction_tuned: bool = False,
+                      history: list[dict] | None = None) -> Path:
     """Save `model` + `tokenizer` + generation config + loss curve + model card into `output_dir`.
 
     `eval_results` may say what its figures and the curve's periodic validation points were measured on
@@ -41,6 +43,7 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
     too and the card gets a sparsity section; otherwise neither exists.
     `instruction_tuned` (the training data held instruction examples) is written into config.json, so
     `hatchlings chat` knows to talk through the tokenizer's chat template rather than continue plain text.
+    `history` (hatchlings.training.history) is written to training_history.json and shown in the card.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,6 +54,8 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
         model.config.instruction_tuned = bool(instruction_tuned)  # overwrites what an --init_from export said
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        if history:
+            write_history(staging, history)
         curve = "loss_curve.png" if plot_loss_curve(
             log_history, staging / "loss_curve.png", validation_data=eval_results.get(CURVE_EVALUATED_ON),
             final_data=eval_results.get(EVALUATED_ON)) else None
@@ -61,7 +66,8 @@ def export_hub_folder(model, tokenizer, output_dir: str | os.PathLike, *, archit
                                 train_info=train_info, eval_results=eval_results,
                                 widget_prompts=widget_prompts, datasets=datasets, license=license,
                                 loss_curve=curve, sparsity_curve=sparsity_curve,
-                                sparsity=last_sparsity(log_history), space=space_metadata(out.resolve().name))
+                                sparsity=last_sparsity(log_history), space=space_metadata(out.resolve().name),
+                                history=history)
         card.save(staging / "README.md")
         write_space_files(staging, record_for(architecture), model.config)  # the playground, as a Space
         mode = 0o666 & ~_umask()  # tempfile and safetensors write 0600; exports are ordinary files

@@ -7,6 +7,7 @@ handles the distributed sampler and gradient all-reduce; only rank 0 exports and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import platform
 import sys
@@ -17,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..architectures import config_class_for, record_for
+from ..architectures import config_class_for, record_for, record_of_model, resolve
 from ..errors import UsageError
 from ..generation import generate_text
 from ..model_cards.card import CURVE_EVALUATED_ON, EVALUATED_ON, FINAL_EVAL_PREFIX
@@ -29,9 +30,11 @@ from .config import RunConfig, parse_run_config
 from .data import build_datasets, holds_instructions
 from .ema import EmaCallback
 from .export import export_hub_folder, load_model_folder
+from .history import add_stage, file_facts, read_history, same_data
 from .losses import make_compute_loss
 from .optim import build_optimizer
 from .sparsity import track_sparsity
+from .text import resolve_sources
 from .trainer import GracefulStop, HatchlingsTrainer
 
 
@@ -103,13 +106,15 @@ def _run_tokenizer(run: RunConfig):
 
 
 def _model_and_tokenizer(run: RunConfig):
-    """A fresh model and the run's tokenizer, or (continual learning) those of an exported folder.
+    """A fresh model and the run's tokenizer, or (continual learning) those of an exported folder, plus where
+    this run starts in the training history (hatchlings.training.history).
 
     Continuing a char model on text with new characters appends them to the vocabulary (old ids stay) and
-    grows the embeddings and head to match; the optimizer, built later by the Trainer, sees the new tensors."""
+    grows the embeddings and head to match; an architecture whose record has a `growth` hook may add blocks
+    for the new text. The optimizer, built later by the Trainer, sees every new tensor."""
     if not run.init_from:
         tokenizer = _run_tokenizer(run)
-        return build_model(run, tokenizer), tokenizer
+        return build_model(run, tokenizer), tokenizer, HistoryStart([], None, 0)
     if run.model:
         raise UsageError("--init_from takes the architecture from the exported folder: remove the 'model' section")
     model, tokenizer = load_model_folder(run.init_from)
@@ -117,12 +122,40 @@ def _model_and_tokenizer(run: RunConfig):
     if run.tokenizer.kind and run.tokenizer.kind != kind:
         raise UsageError(f"--init_from: the exported tokenizer is {kind or 'not a hatchlings kind'}, "
                          f"not {run.tokenizer.kind}")
+    try:
+        start = HistoryStart(read_history(run.init_from), len(tokenizer), 0)
+    except ValueError as err:
+        raise UsageError(f"--init_from: {err}") from None
     if kind == "char":
         tokenizer, added = expand_char_vocab(tokenizer, CorpusSample(run.data))
         if added:
             old = resize_for_new_tokens(model, len(tokenizer), tokenizer.unk_token_id)
             _say(run, f"char vocabulary expanded by {added} new characters: {old} -> {len(tokenizer)} tokens")
-    return model, tokenizer
+    files = _data_facts(run)
+    if same_data(start.history[-1] if start.history else None, files):
+        _say(run, f"same data as stage {start.history[-1]['stage']} of {run.init_from}: continuing that stage")
+    elif record_of_model(model).growth:
+        start.blocks_added, message = resolve(record_of_model(model).growth)(
+            model, sum(f["characters"] for f in files))
+        if message:
+            _say(run, message)
+    return model, tokenizer, start
+
+
+@dataclasses.dataclass
+class HistoryStart:
+    """Where a run starts: the stages of its --init_from export, the vocabulary before this run changed it
+    (None for a new model) and the blocks the architecture's growth hook added."""
+
+    history: list[dict]
+    vocab_before: int | None
+    blocks_added: int
+
+
+def _data_facts(run: RunConfig) -> list[dict]:
+    """file_facts of every training file ([] for the built-in corpus)."""
+    return [file_facts(source.path) for source in resolve_sources(run.data.train_file or [])
+            if Path(source.path).is_file()]
 
 
 def _count(dataset) -> str:
@@ -175,7 +208,7 @@ def run_training(argv: list[str], callbacks: list | None = None, prog: str = "tr
     """
     run = parse_run_config(argv, prog=prog)
     set_seed(run.training.seed)
-    model, tokenizer = _model_and_tokenizer(run)
+    model, tokenizer, origin = _model_and_tokenizer(run)
     model = prepare_adapter(run, model, tokenizer)  # --lora_r: only a LoRA adapter trains
     with run.training.main_process_first(desc="tokenizing"):
         train_ds, val_ds, stats = build_datasets(run.data, tokenizer)
@@ -221,13 +254,31 @@ def run_training(argv: list[str], callbacks: list | None = None, prog: str = "tr
         # model_cards.card.FINAL_EVAL_PREFIX); returned under Trainer's usual eval_* names.
         final = trainer.evaluate(eval_dataset=val_ds, metric_key_prefix=FINAL_EVAL_PREFIX)
         metrics = {"eval" + key.removeprefix(FINAL_EVAL_PREFIX): value for key, value in final.items()}
+        metrics |= _variant_metrics(run, trainer, val_ds)
         model = trainer.unsharded_model()  # on every rank: under FSDP the full weights are gathered
         if trainer.is_world_process_zero():
             with ema.applied(model) if ema and opt.export_ema else contextlib.nullcontext():
-                _finish(run, trainer, model, tokenizer, metrics, result.training_loss, _count(train_ds), len(val_ds),
-                        seconds)
+                _finish(run, trainer, model, tokenizer, metrics, result.training_loss, origin, len(val_ds), seconds)
     del trainer, model
     _teardown()
+    return metrics
+
+
+def _variant_metrics(run: RunConfig, trainer, val_ds) -> dict[str, float]:
+    """Validation bits/byte under each of the architecture's evaluation variants (record.eval_variants; HRM:
+    every depth mode), on all validation blocks, as `eval_bits_per_byte (<label>)`."""
+    target = record_for(run.architecture).eval_variants
+    if not target:
+        return {}
+    config, metrics = trainer.model.config, {}
+    for label, overrides in resolve(target)(config).items():
+        saved = {key: getattr(config, key) for key in overrides}
+        config.update(overrides)
+        try:
+            result = trainer.evaluate(eval_dataset=val_ds, metric_key_prefix="variant_eval")
+        finally:
+            config.update(saved)
+        metrics[f"eval_bits_per_byte ({label})"] = result["variant_eval_bits_per_byte"]
     return metrics
 
 
@@ -249,21 +300,24 @@ def _evaluated_on(run: RunConfig, trainer, n_val: int) -> dict[str, str]:
     return measured
 
 
-def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss: float, n_train: str, n_val: int,
-            seconds: float) -> None:
+def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss: float, start: HistoryStart,
+            n_val: int, seconds: float) -> None:
     """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
     prompt = run.generation.get("prompt", "\n")
-    info = _train_info(run, trainer, n_train, seconds)
+    info = _train_info(run, trainer, _count(trainer.train_dataset), seconds)
+    evaluation = {"dataset": _validation_name(run), **_evaluated_on(run, trainer, n_val),
+                  "eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
+                  "bits_per_byte": metrics["eval_bits_per_byte"],
+                  **{key.removeprefix("eval_"): value for key, value in metrics.items()
+                     if key.startswith("eval_bits_per_byte (")}}
     exporter = adapter_exporter(run)
-    # a full export says whether it was instruction-tuned, so `hatchlings chat` knows to use the chat template
-    extra = {} if exporter else {"instruction_tuned": holds_instructions(trainer.train_dataset)}
+    # a full export says whether it was instruction-tuned (so `hatchlings chat` knows to use the chat template)
+    # and carries the training history of every stage before it
+    extra = {} if exporter else {"instruction_tuned": holds_instructions(trainer.train_dataset),
+                                 "history": _history(run, trainer, tokenizer, start, evaluation, info)}
     out = (exporter or export_hub_folder)(
         model, tokenizer, run.training.output_dir, architecture=run.architecture, **extra,
-        train_info=info,
-        eval_results={"dataset": _validation_name(run), **_evaluated_on(run, trainer, n_val),
-                      "eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
-                      "bits_per_byte": metrics["eval_bits_per_byte"]},
-        log_history=trainer.state.log_history, widget_prompts=[prompt],
+        train_info=info, eval_results=evaluation, log_history=trainer.state.log_history, widget_prompts=[prompt],
         datasets=run.card.get("datasets"), license=run.card.get("license", "apache-2.0"))
     text = sample(model, tokenizer, prompt, **{k: v for k, v in run.generation.items() if k != "prompt"})
     print(f"--- sample ---\n{prompt}{text}\n--------------", flush=True)
@@ -272,6 +326,17 @@ def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss
           f"train loss {train_loss:.4f}, "
           f"val loss {metrics['eval_loss']:.4f}, val bits/byte {metrics['eval_bits_per_byte']:.4f} -> {out}",
           flush=True)
+
+
+def _history(run: RunConfig, trainer, tokenizer, start: HistoryStart, evaluation: dict, info: dict) -> list[dict]:
+    """The export's training history: the --init_from export's stages plus this run's."""
+    blocks = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else None
+    return add_stage(start.history, files=_data_facts(run),
+                     data_tokens=blocks * run.data.block_size if blocks is not None else None,
+                     steps=trainer.state.global_step, tokens_seen=info["tokens seen"],
+                     vocab_before=start.vocab_before, vocab_after=len(tokenizer), blocks_added=start.blocks_added,
+                     evaluation={k: evaluation[k] for k in ("dataset", "eval_loss", "bits_per_byte")},
+                     init_from=Path(run.init_from).name if run.init_from else None)
 
 
 def _teardown() -> None:
