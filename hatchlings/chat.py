@@ -87,11 +87,12 @@ def uses_chat_template(model, tokenizer) -> bool:
 
 
 def card_tables(card_text: str) -> dict[str, list[tuple[str, str]]]:
-    """The two-column tables of a model card's sections ("Training", "Evaluation"), as (item, value) rows."""
+    """The two-column tables of a model card's sections ("Training", "Evaluation"), as (item, value) rows.
+    A subsection ("### Training history") is a section of its own, so its table is not read as the parent's."""
     tables, section = {}, None
     for line in card_text.splitlines():
-        if line.startswith("## "):
-            section = line[3:].strip()
+        if line.startswith("## ") or line.startswith("### "):
+            section = line.lstrip("#").strip()
         elif section and line.startswith("|") and not set(line) <= set("|-: "):
             item, _, value = line.strip().strip("|").partition("|")
             tables.setdefault(section, []).append((item.strip(), value.strip()))

@@ -351,6 +351,7 @@ def test_continual_learning_expands_grows_and_records_the_history(tmp_path, real
     assert all(f"bits_per_byte (hrm_mode {mode})" in card for mode in ("fast", "normal", "deep", "extreme"))
     status = ChatSession.from_folder(tmp_path / "b").command("/status")
     assert "training history:" in status and "stage 2" in status and "depth mode" in status
+    assert "  stage: data" not in status  # the history table is not read as a row of the training table
 
     run_training([*continued, "--init_from", str(tmp_path / "b"), "--output_dir", str(tmp_path / "c")])
     again = read_history(tmp_path / "c")
