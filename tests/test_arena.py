@@ -107,6 +107,10 @@ def test_arena_cli_writes_report_plot_and_models(tmp_path, text_file, capsys):
         assert 4.0 < row["val bits/byte"] < 9.0  # 2 steps from random init: about log2(259) bits
         assert row["train tokens/s"] > 0 and row["peak train MiB"] > 0
     assert summary["rows"][0]["tokens/s / GPT-2"] == 1.0
+    # an architecture whose record asks for another optimizer gets it, and the report says so
+    assert [note for note in summary["notes"] if "arena_optimization" in note] == [
+        "holospectral trains with train.py's muon optimizer (muon_lr 0.03; its record's arena_optimization) on the "
+        "same schedule"]
     assert [row["training tokens"] for row in curve["rows"]] == ["256", "512"]
     assert [p["title"].split()[0] for p in report["plots"]] == ["Validation", "Generation"]
     for arch in ARCHS:  # the trained models are saved for the probes, and load back
@@ -179,3 +183,12 @@ def test_scaling_probe_runs_through_the_arena(tmp_path, text_file):
     assert params[0] < params[1]  # the sizes really grow
     assert all(4.0 < row[f"{arch} bits/byte"] < 9.0 for row in rows for arch in ("gpt2", "bdh"))
     assert (tmp_path / "bdh-scaling.png").stat().st_size > 0
+
+
+def test_llama_size_at_equal_quality_is_interpolated_in_log_parameters():
+    from hatchlings.probes.scaling import llama_params_at
+
+    llama = [(4000, 2.5), (1000, 3.0), (16000, 2.3)]
+    assert abs(llama_params_at(2.75, llama) - 2000) < 1e-6  # halfway in bits/byte is the geometric mean
+    assert abs(llama_params_at(2.5, llama) - 4000) < 1e-6
+    assert llama_params_at(3.2, llama) is None and llama_params_at(2.2, llama) is None  # no extrapolation

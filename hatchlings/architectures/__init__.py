@@ -49,6 +49,9 @@ class ArchitectureRecord:
     eval_variants: "module:function" of `variants(config) -> {label: config overrides}`, or None: settings a
         trained model is also evaluated under at the end of a run, each reported in the card as
         "bits_per_byte (<label>)" (HRM: every depth mode).
+    arena_optimization: `optimization` fields (OptimConfig) the arena trains this architecture with, where its
+        recipe needs more than the baselines' AdamW (HoloSpectralNet: Muon on the 2-D hidden matrices, as its
+        seed prescribes); the arena's schedule, data and budget stay the same, and the report names it.
     """
 
     arch: str
@@ -66,6 +69,7 @@ class ArchitectureRecord:
     generation_controls: Mapping[str, tuple] = field(default_factory=dict)
     growth: str | None = None
     eval_variants: str | None = None
+    arena_optimization: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZER_KINDS:

@@ -26,4 +26,8 @@ RECORD = ArchitectureRecord(
     reference="hatchlings.reference.holospectral:reference_logits",
     # the channel-mix bottleneck matrices; the mixer keys and gates are vectors (full fine-tuning or none)
     lora={"target_modules": ["down", "up"]},
+    probes={"scaling": "hatchlings.probes.scaling:run"},  # the parameter ratio at equal quality
+    # AdamW alone stays near the unigram plateau for most of a CPU budget (README's Muon table); the seed trains
+    # with Muon, so the arena does too, at the stage-1 preset's tuned muon_lr
+    arena_optimization={"name": "muon", "muon_lr": 0.03},
 )

@@ -261,10 +261,12 @@ def training_arguments(settings: Settings, output_dir: str, compiled: bool) -> T
 
 
 def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, settings: Settings, bytes_per_token: float,
-          label: str) -> dict:
+          label: str, optimization: dict | None = None) -> dict:
     """Train on the shared batch sequence through `HatchlingsTrainer` (train.py's loop, optimizer grouping and
-    shifted loss); return the curve, median step time and compile status."""
+    shifted loss); return the curve, median step time and compile status. `optimization` (OptimConfig fields,
+    a record's arena_optimization) replaces the AdamW with train.py's optimizer of that name, same schedule."""
     from ..training.losses import declare_causal_lm_loss, make_compute_loss
+    from ..training.optim import OptimConfig, build_optimizer
     from ..training.trainer import HatchlingsTrainer
 
     device, autocast = next(model.parameters()).device, _autocast(settings)
@@ -281,7 +283,9 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, settings: Setti
     declare_causal_lm_loss(model)  # Trainer counts GPT-2's targets right (num_items_in_batch)
     use_cache, model.config.use_cache = model.config.use_cache, False  # no KV cache is built while training
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer = HatchlingsTrainer(model=model, args=training_arguments(settings, output_dir, compiled == "yes"),
+        args = training_arguments(settings, output_dir, compiled == "yes")
+        optimizers = (build_optimizer(model, args, OptimConfig(**optimization)), None) if optimization else (None, None)
+        trainer = HatchlingsTrainer(model=model, args=args, optimizers=optimizers,
                                     train_dataset=BatchSequence(train_ids, settings),
                                     data_collator=default_data_collator, compute_loss_func=make_compute_loss(),
                                     bytes_per_token=bytes_per_token, callbacks=[clock])
@@ -308,7 +312,9 @@ def measure(arch: str, settings: Settings) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(settings.seed)
     model = build_model(arch, settings.size, positions=settings.block_size).to(device)
-    result = train(model, train_ids, val_ids, settings, bytes_per_token, arch)
+    optimization = dict(record_for(arch).arena_optimization) if arch in RECORDS else {}
+    result = train(model, train_ids, val_ids, settings, bytes_per_token, arch, optimization)
+    result["optimization"] = optimization
     if device.type == "cuda":
         result["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
@@ -397,6 +403,9 @@ def summary_table(results: list[dict], settings: Settings) -> Table:
         f"grad clip 1.0, seed {settings.seed}, {settings.device} {settings.precision}"
         + (", glibc malloc reusing freed memory for large tensors in every model's process (no --default-malloc)"
            if all(r.get("reused_memory") for r in results) else ""),
+        *[f"{r['arch']} trains with train.py's {r['optimization'].get('name')} optimizer "
+          f"({', '.join(f'{k} {v}' for k, v in r['optimization'].items() if k != 'name')}; its record's "
+          "arena_optimization) on the same schedule" for r in results if r.get("optimization")],
         "val bits/byte: the whole validation split in disjoint blocks of the training length",
         "train tokens/s: tokens per step / median step time (forward, backward, optimizer step)",
         f"peak train MiB: {memory}",

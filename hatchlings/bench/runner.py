@@ -45,7 +45,10 @@ NOISY_SPREAD = 0.5  # a slope whose IQR over repeats exceeds half its value is r
 
 def max_positions(model) -> int | None:
     """The longest sequence the model's config allows (`max_position_embeddings`), None when it sets none
-    (a recurrence, whose state does not grow with the context)."""
+    (a recurrence, whose state does not grow with the context) or says longer inputs are fine
+    (`accepts_longer_inputs`: HoloSpectralNet's max_position_embeddings sizes a finite kernel, not a limit)."""
+    if getattr(model.config, "accepts_longer_inputs", False):
+        return None
     return getattr(model.config, "max_position_embeddings", None)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from transformers import PreTrainedConfig
 
 #: The seed's presets (dim, depth, rank) -> config fields. Their true parameter counts (the seed's table
@@ -45,6 +47,9 @@ class HolospectralConfig(PreTrainedConfig):
     num_hidden_layers: int = 6
     channel_rank: int = 32
     max_position_embeddings: int = 512
+    # max_position_embeddings sizes the gate's finite kernel; longer inputs are a documented, tested extension
+    # (modeling_holospectral), so benchmarks time them. A class attribute: not part of the saved config.
+    accepts_longer_inputs: ClassVar[bool] = True
     rope_theta: float = 10000.0
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
