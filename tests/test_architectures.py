@@ -19,7 +19,8 @@ from hatchlings.architectures import RECORDS, TOKENIZER_KINDS, ArchitectureRecor
 
 ALL = {**RECORDS, DUMMY.arch: DUMMY}
 # an architecture may offer none; each one it names must resolve
-OPTIONAL = {"probes", "chat_commands", "generation_controls", "seq2seq_class", "growth", "eval_variants"}
+OPTIONAL = {"probes", "chat_commands", "generation_controls", "seq2seq_class", "growth", "eval_variants",
+            "arena_optimization"}
 
 
 @pytest.mark.parametrize("arch", sorted(ALL))
