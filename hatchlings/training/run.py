@@ -114,7 +114,7 @@ def _model_and_tokenizer(run: RunConfig):
     for the new text. The optimizer, built later by the Trainer, sees every new tensor."""
     if not run.init_from:
         tokenizer = _run_tokenizer(run)
-        return build_model(run, tokenizer), tokenizer, HistoryStart([], None, 0)
+        return build_model(run, tokenizer), tokenizer, HistoryStart([], None, 0, _data_facts(run))
     if run.model:
         raise UsageError("--init_from takes the architecture from the exported folder: remove the 'model' section")
     model, tokenizer = load_model_folder(run.init_from)
@@ -123,7 +123,7 @@ def _model_and_tokenizer(run: RunConfig):
         raise UsageError(f"--init_from: the exported tokenizer is {kind or 'not a hatchlings kind'}, "
                          f"not {run.tokenizer.kind}")
     try:
-        start = HistoryStart(read_history(run.init_from), len(tokenizer), 0)
+        start = HistoryStart(read_history(run.init_from), len(tokenizer), 0, _data_facts(run))
     except ValueError as err:
         raise UsageError(f"--init_from: {err}") from None
     if kind == "char":
@@ -131,12 +131,11 @@ def _model_and_tokenizer(run: RunConfig):
         if added:
             old = resize_for_new_tokens(model, len(tokenizer), tokenizer.unk_token_id)
             _say(run, f"char vocabulary expanded by {added} new characters: {old} -> {len(tokenizer)} tokens")
-    files = _data_facts(run)
-    if same_data(start.history[-1] if start.history else None, files):
+    growth = record_of_model(model).growth
+    if same_data(start.history[-1] if start.history else None, start.files):
         _say(run, f"same data as stage {start.history[-1]['stage']} of {run.init_from}: continuing that stage")
-    elif record_of_model(model).growth:
-        start.blocks_added, message = resolve(record_of_model(model).growth)(
-            model, sum(f["characters"] for f in files))
+    elif growth:
+        start.blocks_added, message = resolve(growth)(model, sum(f["characters"] for f in start.files))
         if message:
             _say(run, message)
     return model, tokenizer, start
@@ -145,11 +144,13 @@ def _model_and_tokenizer(run: RunConfig):
 @dataclasses.dataclass
 class HistoryStart:
     """Where a run starts: the stages of its --init_from export, the vocabulary before this run changed it
-    (None for a new model) and the blocks the architecture's growth hook added."""
+    (None for a new model), the blocks the architecture's growth hook added and the file_facts of this run's
+    training files (hashed once: they decide growth and the stage the export records)."""
 
     history: list[dict]
     vocab_before: int | None
     blocks_added: int
+    files: list[dict]
 
 
 def _data_facts(run: RunConfig) -> list[dict]:
@@ -331,7 +332,7 @@ def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss
 def _history(run: RunConfig, trainer, tokenizer, start: HistoryStart, evaluation: dict, info: dict) -> list[dict]:
     """The export's training history: the --init_from export's stages plus this run's."""
     blocks = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else None
-    return add_stage(start.history, files=_data_facts(run),
+    return add_stage(start.history, files=start.files,
                      data_tokens=blocks * run.data.block_size if blocks is not None else None,
                      steps=trainer.state.global_step, tokens_seen=info["tokens seen"],
                      vocab_before=start.vocab_before, vocab_after=len(tokenizer), blocks_added=start.blocks_added,
