@@ -22,4 +22,6 @@ RECORD = ArchitectureRecord(
     tokenizer="byte",
     reference="hatchlings.reference.hybrid:reference_logits",
     lora={"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"]},
+    # the seed's tables, reproduced at evaluation time on a trained export
+    probes={name: f"hatchlings.probes.hybrid:{name}" for name in ("ablate", "shuffle", "segments", "controller", "gates")},
 )

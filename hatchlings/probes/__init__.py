@@ -5,7 +5,8 @@ keyed (arch, probe): `hatchlings probe hrm sparsity` reaches HRM's sparsity prob
 never BDH's code. For BDH: `sparsity` (few neurons active per token), `neurons` (monosemantic neurons,
 against a GPT-2 baseline), `state` (working memory held in the Hebbian synaptic state), `merge`, `scaling`.
 For HRM: `depth` (bits/byte, ms/token and the z_L/z_H states per depth mode), `quality` (generated text
-scored per depth mode next to other exports).
+scored per depth mode next to other exports). For Hybrid: `ablate`, `shuffle`, `segments`, `controller`,
+`gates` (the seed's tables: validation loss under evaluation-time interventions, and the mixer's weights).
 A probe takes the parsed arguments and returns (tables, matplotlib figure or None); `run` writes
 them as `<arch>-<what>.md/.json/.png` into the output folder and prints the tables. A claim that does not
 hold at a model's scale is reported as measured, not treated as an error.
