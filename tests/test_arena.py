@@ -121,6 +121,36 @@ def test_arena_cli_writes_report_plot_and_models(tmp_path, text_file, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_arena_with_a_learned_tokenizer_and_a_validation_file(tmp_path, real_text, capsys):
+    """--tokenizer word --val_file: every model gets the tokenizer learned from the training text alone, the
+    report adds perplexity per token, and bits/byte stays the loss over the validation file's bytes."""
+    from transformers import AutoTokenizer
+
+    from hatchlings.bench.arena import load_data
+
+    half = len(real_text) // 2
+    (tmp_path / "train.txt").write_text(real_text[:half])
+    (tmp_path / "val.txt").write_text(real_text[half:] + " zyzzyva")  # a word the training text lacks
+    files = ["--file", str(tmp_path / "train.txt"), "--val_file", str(tmp_path / "val.txt")]
+    assert main(["bench", "arena", "--archs", "llama,hybrid", "--size", "micro", "--budget-tokens", "256",
+                 "--batch-size", "4", "--block-size", "32", "--eval-points", "1", "--tokenizer", "word",
+                 "--timing", "off", "--output_dir", str(tmp_path), "--models-dir", str(tmp_path / "models"),
+                 *files]) == 0
+    summary = json.loads((tmp_path / "arena-cpu.json").read_text())["tables"][0]
+    assert not any(column.startswith(("ms/token", "TTFT")) for column in summary["columns"])
+    assert any("a word tokenizer learned from the training text; validation: val.txt" in n for n in summary["notes"])
+    settings = Settings(file=str(tmp_path / "train.txt"), val_file=str(tmp_path / "val.txt"), tokenizer="word")
+    train, val, bytes_per_token, tokenizer = load_data(settings)
+    assert " zyzzyva" not in tokenizer.get_vocab() and val[-1] == tokenizer.unk_token_id  # learned on train only
+    assert bytes_per_token == len((real_text[half:] + " zyzzyva").encode()) / len(val)
+    for row in summary["rows"]:
+        saved = tmp_path / "models" / row["model"]
+        assert AutoTokenizer.from_pretrained(saved).get_vocab() == tokenizer.get_vocab()
+        assert AutoModelForCausalLM.from_pretrained(saved).config.vocab_size == len(tokenizer)
+        nats_per_token = math.log(row["val perplexity"])
+        assert row["val bits/byte"] == pytest.approx(nats_per_token / bytes_per_token / math.log(2), rel=1e-3)
+
+
 def test_arena_rejects_bad_flags(capsys):
     assert main(["bench", "arena", "--archs", "gpt2,dragon"]) == 2
     assert "unknown dragon" in capsys.readouterr().err

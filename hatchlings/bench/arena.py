@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import multiprocessing
 import statistics
 import tempfile
@@ -78,6 +79,8 @@ class Settings:
     gen_steps: int = 16
     repeats: int = 5
     timing: bool = True  # time generation (the scaling probe only needs the losses)
+    tokenizer: str = "byte"  # byte, or a kind learned from the training text (char, word, bpe) for every model
+    val_file: str | None = None  # validation text; None: the last 10% of `file`
     models_dir: str | None = None  # save each trained model here (save_pretrained), for the probes
     threads: int = 0  # torch threads in each model's process (0 = torch's default)
     reuse_memory: bool = True  # glibc: serve large tensors from the heap, not fresh mmaps (see `reuse_freed_memory`)
@@ -133,6 +136,38 @@ def check_file(path: str) -> Path:
         raise UsageError(f"arena data not found: {path} (pass --file, or fetch tiny Shakespeare: "
                          "`hatchlings data get tinyshakespeare`)")
     return Path(path)
+
+
+def load_data(settings: Settings):
+    """(train ids, validation ids, UTF-8 bytes per validation token, tokenizer) of a run: the byte split of
+    `load_split`, or a tokenizer of `settings.tokenizer` learned from the training text only (the validation
+    text's unknown words map to its unk token, whose bytes still count, so bits/byte stays exact)."""
+    from ..tokenization import build_byte_tokenizer, build_tokenizer
+
+    if settings.tokenizer == "byte" and settings.val_file is None:
+        return (*load_split(settings.file), build_byte_tokenizer())
+    text = check_file(settings.file).read_text(encoding="utf-8")
+    if settings.val_file is None:
+        cut = int(len(text) * 0.9)
+        text, val_text = text[:cut], text[cut:]
+    else:
+        val_text = check_file(settings.val_file).read_text(encoding="utf-8")
+    tokenizer = build_tokenizer(settings.tokenizer, [text] if settings.tokenizer != "byte" else None)
+
+    def encode(part: str) -> torch.Tensor:
+        return torch.tensor(tokenizer(part, add_special_tokens=False)["input_ids"])
+
+    val_ids = encode(val_text)
+    return encode(text), val_ids, len(val_text.encode("utf-8")) / len(val_ids), tokenizer
+
+
+def split_note(settings: Settings) -> str:
+    """How a run's text was split and tokenized, for the reports."""
+    tokens = "byte tokens" if settings.tokenizer == "byte" else \
+        f"a {settings.tokenizer} tokenizer learned from the training text"
+    split = "first 90% train, last 10% validation" if settings.val_file is None else \
+        f"validation: {Path(settings.val_file).name}"
+    return f"{tokens}; {split}"
 
 
 def load_split(path: str) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -306,12 +341,14 @@ def measure(arch: str, settings: Settings) -> dict:
     device = torch.device(settings.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # Trainer trains on the current CUDA device
-    train_ids, val_ids, bytes_per_token = load_split(settings.file)
+    train_ids, val_ids, bytes_per_token, tokenizer = load_data(settings)
+    vocab = dict(vocab_size=len(tokenizer), special_ids=(tokenizer.pad_token_id, tokenizer.bos_token_id,
+                                                         tokenizer.eos_token_id))
     before = resident_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(settings.seed)
-    model = build_model(arch, settings.size, positions=settings.block_size).to(device)
+    model = build_model(arch, settings.size, positions=settings.block_size, **vocab).to(device)
     optimization = dict(record_for(arch).arena_optimization) if arch in RECORDS else {}
     result = train(model, train_ids, val_ids, settings, bytes_per_token, arch, optimization)
     result["optimization"] = optimization
@@ -325,33 +362,27 @@ def measure(arch: str, settings: Settings) -> dict:
     result |= {"arch": arch, "params": model.num_parameters(), "val_loss": loss, "reused_memory": reused,
                "val_bits_per_byte": lm_metrics(loss, bytes_per_token)["bits_per_byte"]}
     if settings.models_dir:
-        _save(model, Path(settings.models_dir) / arch)
+        model.save_pretrained(Path(settings.models_dir) / arch)
+        tokenizer.save_pretrained(Path(settings.models_dir) / arch)
     if settings.timing:
-        result |= _generation(arch, settings)
+        result |= _generation(arch, settings, vocab)
     return result
 
 
-def _generation(arch: str, settings: Settings) -> dict:
+def _generation(arch: str, settings: Settings, vocab: dict) -> dict:
     """Decoding cost at each context and time to first token of the arena's shape of `arch`."""
     # timed on a fresh model of the same shape with room for the longest context (GPT-2's learned position table
     # up to LEARNED_POSITIONS); speed does not depend on the weights' values
     longest = max(*settings.contexts, settings.ttft_prompt) + settings.gen_steps + 1
     torch.manual_seed(settings.seed)
     positions = min(longest, LEARNED_POSITIONS + settings.gen_steps + 1) if arch == "gpt2" else longest
-    timing_model = build_model(arch, settings.size, positions=positions).to(settings.device).eval()
+    timing_model = build_model(arch, settings.size, positions=positions, **vocab).to(settings.device).eval()
     if settings.precision == "bf16":
         timing_model = timing_model.to(torch.bfloat16)
     timing = generation_timing(timing_model, sorted({*settings.contexts, settings.ttft_prompt}),
                                settings.gen_steps, settings.repeats)
     return {"generation": {c: timing[c] for c in settings.contexts},
             "ttft_ms": timing[settings.ttft_prompt].get("ttft_ms")}
-
-
-def _save(model, folder: Path) -> None:
-    from ..tokenization import build_byte_tokenizer
-
-    model.save_pretrained(folder)
-    build_byte_tokenizer().save_pretrained(folder)
 
 
 def measure_isolated(arch: str, settings: Settings) -> dict:
@@ -374,30 +405,23 @@ def _ratio(value, reference) -> float | str:
 def summary_table(results: list[dict], settings: Settings) -> Table:
     """One row per model, with the ratios to GPT-2 (first model) that the arena reports as its headline."""
     ref = next((r for r in results if r["arch"] == "gpt2"), results[0])
-    contexts = settings.contexts
-    # the ratio to GPT-2 at the longest context where GPT-2 has a trustworthy figure
-    ref_ms = {c: trusted_ms(ref["generation"][c]) for c in contexts}
-    at = max((c for c in contexts if ref_ms[c] is not None), default=contexts[-1])
     rows = []
     for r in results:
         tokens_s = settings.tokens_per_step / r["median_step_s"]
-        ms = {c: trusted_ms(r["generation"][c]) for c in contexts}
         rows.append({
             "model": r["arch"], "params": f"{r['params']:,}", "params / GPT-2": _ratio(r["params"], ref["params"]),
             "val bits/byte": r["val_bits_per_byte"],
+            **({} if settings.tokenizer == "byte" else {"val perplexity": math.exp(r["val_loss"])}),
             "train tokens/s": tokens_s, "tokens/s / GPT-2": _ratio(tokens_s, settings.tokens_per_step / ref["median_step_s"]),
             "peak train MiB": r["peak_memory_mib"] if r["peak_memory_mib"] is not None else "n/a",
-            **{f"ms/token @{c}": ms_per_token_cell(r["generation"][c]) for c in contexts},
-            f"ms/token @{at} / GPT-2": _ratio(ms[at], ref_ms[at]),
-            f"@{contexts[-1]} / @{contexts[0]}": _ratio(ms[contexts[-1]], ms[contexts[0]]),
-            f"TTFT ms @{settings.ttft_prompt}": r["ttft_ms"] if r["ttft_ms"] is not None else "n/a",
+            **(_generation_cells(r, ref, settings) if settings.timing else {}),
             "compiled": r["compiled"],
         })
     memory = "max allocated" if settings.device.startswith("cuda") else \
         "growth of peak resident memory from before the model was built (fresh process per model)"
     return Table(f"Arena: {settings.size} models, {settings.steps * settings.tokens_per_step:,} training tokens of "
                  f"{Path(settings.file).name}", list(rows[0]), rows, notes=[
-        f"same data (byte tokens; first 90% train, last 10% validation), same {settings.steps} batches of "
+        f"same data ({split_note(settings)}), same {settings.steps} batches of "
         f"{settings.batch_size} x {settings.block_size} in the same order, AdamW lr {settings.learning_rate} betas "
         f"(0.9, 0.95) wd {settings.weight_decay} on matrices, {settings.warmup_fraction:.0%} warm-up then cosine, "
         f"grad clip 1.0, seed {settings.seed}, {settings.device} {settings.precision}"
@@ -406,17 +430,35 @@ def summary_table(results: list[dict], settings: Settings) -> Table:
         *[f"{r['arch']} trains with train.py's {r['optimization'].get('name')} optimizer "
           f"({', '.join(f'{k} {v}' for k, v in r['optimization'].items() if k != 'name')}; its record's "
           "arena_optimization) on the same schedule" for r in results if r.get("optimization")],
-        "val bits/byte: the whole validation split in disjoint blocks of the training length",
+        "val bits/byte: the whole validation split in disjoint blocks of the training length"
+        + ("" if settings.tokenizer == "byte" else "; val perplexity: exp of the mean loss per token"),
         "train tokens/s: tokens per step / median step time (forward, backward, optimizer step)",
         f"peak train MiB: {memory}",
-        f"generation: greedy `generate` with each model's cache, batch 1, after a random prompt of the given "
-        f"context; ms/token = slope of the time against 1 to {1 + settings.gen_steps} new tokens (4 lengths), "
-        f"median of {settings.repeats} repeats, ±half its interquartile range; \"noisy\" when that range exceeds "
-        "half the slope or the slope is not positive (no ratio is taken from it); time to first token = prefill "
-        f"of a {settings.ttft_prompt}-token prompt + one token. Timed on a fresh model of the same shape whose "
-        f"positions cover the longest context, except GPT-2's learned table (contexts up to {LEARNED_POSITIONS}: "
-        "\"n/a (max positions N)\" beyond; it trains with one sized to the block)",
+        *([_GENERATION_NOTE.format(steps=1 + settings.gen_steps, repeats=settings.repeats,
+                                   prompt=settings.ttft_prompt, positions=LEARNED_POSITIONS)] if settings.timing else []),
     ])
+
+
+_GENERATION_NOTE = (
+    "generation: greedy `generate` with each model's cache, batch 1, after a random prompt of the given context; "
+    "ms/token = slope of the time against 1 to {steps} new tokens (4 lengths), median of {repeats} repeats, ±half "
+    "its interquartile range; \"noisy\" when that range exceeds half the slope or the slope is not positive (no "
+    "ratio is taken from it); time to first token = prefill of a {prompt}-token prompt + one token. Timed on a "
+    "fresh model of the same shape whose positions cover the longest context, except GPT-2's learned table "
+    "(contexts up to {positions}: \"n/a (max positions N)\" beyond; it trains with one sized to the block)")
+
+
+def _generation_cells(r: dict, ref: dict, settings: Settings) -> dict:
+    """A model's generation columns, with its ratio to GPT-2 at the longest context where GPT-2's figure is
+    trustworthy."""
+    contexts = settings.contexts
+    ref_ms = {c: trusted_ms(ref["generation"][c]) for c in contexts}
+    ms = {c: trusted_ms(r["generation"][c]) for c in contexts}
+    at = max((c for c in contexts if ref_ms[c] is not None), default=contexts[-1])
+    return {**{f"ms/token @{c}": ms_per_token_cell(r["generation"][c]) for c in contexts},
+            f"ms/token @{at} / GPT-2": _ratio(ms[at], ref_ms[at]),
+            f"@{contexts[-1]} / @{contexts[0]}": _ratio(ms[contexts[-1]], ms[contexts[0]]),
+            f"TTFT ms @{settings.ttft_prompt}": r["ttft_ms"] if r["ttft_ms"] is not None else "n/a"}
 
 
 def curve_table(results: list[dict]) -> Table:
@@ -429,8 +471,11 @@ def curve_table(results: list[dict]) -> Table:
 
 
 def plots(results: list[dict], settings: Settings) -> list[Plot]:
-    return [Plot("Validation bits/byte vs training tokens", "training tokens", "bits per byte",
-                 {r["arch"]: ([t for t, _ in r["curve"]], [b for _, b in r["curve"]]) for r in results}),
+    curves = Plot("Validation bits/byte vs training tokens", "training tokens", "bits per byte",
+                  {r["arch"]: ([t for t, _ in r["curve"]], [b for _, b in r["curve"]]) for r in results})
+    if not settings.timing:
+        return [curves]
+    return [curves,
             Plot("Generation cost vs context (greedy, batch 1; trustworthy figures only)", "context (tokens)",
                  "ms per new token", {r["arch"]: trusted_points(r["generation"]) for r in results}, logx=True)]
 
@@ -459,6 +504,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval-points", "--eval_points", type=int, default=Settings.eval_points)
     parser.add_argument("--default-malloc", "--default_malloc", action="store_true",
                         help="keep glibc's default large-allocation mmaps (slower for BDH's 32 MiB tensors)")
+    parser.add_argument("--tokenizer", choices=["byte", "char", "word", "bpe"], default="byte",
+                        help="every model's tokenizer; char/word/bpe are learned from the training text (default: "
+                             "byte, the arena's recipe)")
+    parser.add_argument("--val-file", "--val_file", default=None,
+                        help="validation text (default: the last 10%% of --file)")
+    parser.add_argument("--timing", choices=["on", "off"], default="on", help="time generation (off: losses only)")
     parser.add_argument("--models-dir", "--models_dir", default=None,
                         help="where to save the trained models (default: runs/arena-<device>/models)")
 
@@ -488,12 +539,14 @@ def settings_from_args(args) -> tuple[Settings, list[str]]:
                     compile=cuda if args.compile == "auto" else args.compile == "on", contexts=contexts,
                     ttft_prompt=args.ttft_prompt, gen_steps=args.gen_steps, repeats=args.repeats,
                     models_dir=args.models_dir or f"runs/arena-{device_name}/models",
-                    threads=torch.get_num_threads(), reuse_memory=not args.default_malloc), archs
+                    threads=torch.get_num_threads(), reuse_memory=not args.default_malloc, tokenizer=args.tokenizer,
+                    val_file=args.val_file, timing=args.timing == "on"), archs
 
 
 def run(args) -> Report:
     settings, archs = settings_from_args(args)
-    check_file(settings.file)  # a missing file fails now, not in a child process
+    for path in (settings.file, settings.val_file or settings.file):
+        check_file(path)  # a missing file fails now, not in a child process
     results = [measure_isolated(arch, settings) for arch in archs]
     device_name = settings.device.split(":")[0]
     return Report(f"arena-{device_name}", [summary_table(results, settings), curve_table(results)],
