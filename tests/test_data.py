@@ -12,7 +12,7 @@ from datasets import Dataset, IterableDataset
 
 from hatchlings.tokenization import build_byte_tokenizer
 from hatchlings.training import DataConfig, UsageError
-from hatchlings.training.data import build_datasets, holds_instructions
+from hatchlings.training.data import build_datasets, collate, holds_instructions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLUMNS = ["input_ids", "labels", "attention_mask"]
@@ -140,6 +140,27 @@ def test_flat_instruction_records_and_truncation(tmp_path, tok, caplog):
         check_example(row, tok, record["instruction"], record["input"], record["output"], 64)
     assert sum(rows[-1]["attention_mask"]) == 64 and "1 truncated, 0 dropped" in caplog.text
     assert rows[-1]["labels"][-1] == ord("x")  # cut inside the answer, the rest still scored
+
+
+def test_collate_cuts_the_padding_after_the_longest_example_and_changes_no_loss(tmp_path, tok):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, default_data_collator
+
+    path = write_jsonl(tmp_path / "inst.jsonl", [{"instruction": "Add" + " one" * i, "output": str(i) * i}
+                                                 for i in range(1, 9)])
+    train, _, _ = build_datasets(DataConfig(train_file=[str(path)], block_size=128, validation_fraction=0.25), tok)
+    rows = [train[i] for i in range(4)]
+    full, cut = default_data_collator(rows), collate(rows)
+    longest = max(sum(row["attention_mask"]) for row in rows)
+    assert full["input_ids"].shape == (4, 128) and cut["input_ids"].shape == (4, longest) and longest < 128
+    assert all(torch.equal(cut[k], full[k][:, :longest]) for k in COLUMNS)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=259, n_positions=128)).eval()
+    with torch.no_grad():
+        a, b = model(**full), model(**cut)
+    assert torch.allclose(a.loss, b.loss, atol=1e-6) and torch.allclose(a.logits[:, :longest], b.logits, atol=1e-5)
+    packed = [{k: [1] * 8 for k in COLUMNS} for _ in range(2)]  # full blocks: nothing to cut
+    assert collate(packed)["input_ids"].shape == (2, 8)
 
 
 def test_mixed_instruction_and_text_concatenate_in_file_order(tmp_path, tok):

@@ -11,7 +11,8 @@ Inputs, chosen per path by what it is:
 Plain text is packed: documents end in eos and the token stream is cut into `block_size` blocks (labels =
 input_ids). Instruction examples are rendered with the tokenizer's chat template and are never packed: one
 example per row, padded to `block_size`, the loss masked to the answer (labels -100 on the prompt and the
-padding), so the model learns to answer rather than to write questions. Both kinds have the same columns
+padding), so the model learns to answer rather than to write questions. `collate` cuts each batch after its
+longest example, so short examples do not pay for the block's padding. Both kinds have the same columns
 (input_ids, labels, attention_mask), so a run can mix them.
 
 Validation is a separate file or the *last* fraction of the rows (deterministic: "first 90% train / last 10%
@@ -327,6 +328,21 @@ def holds_instructions(rows: Dataset | IterableDataset) -> bool:
     if isinstance(rows, IterableDataset):
         return any(-100 in row["labels"] for row in rows.take(1000))
     return len(rows) > 0 and pc.min(pc.list_flatten(rows.data.column("labels"))).as_py() == -100
+
+
+def collate(features: list[dict]) -> dict:
+    """Stack rows into a batch (`default_data_collator`), then drop the padding columns after the batch's longest
+    example. The padding sits on the right of every row and causal models never read to the right, so every
+    real token's logits and the loss are those of the full-length batch; packed blocks lose nothing."""
+    from transformers import default_data_collator
+
+    batch = default_data_collator(features)
+    mask = batch.get("attention_mask")
+    if mask is None or mask.dim() != 2 or bool(mask[:, -1].any()):
+        return batch
+    length = int(mask.any(0).nonzero().max()) + 1
+    return {key: value[:, :length] if key in ("input_ids", "labels", "attention_mask") else value
+            for key, value in batch.items()}
 
 
 def build_datasets(data: DataConfig, tokenizer) -> tuple[Dataset | IterableDataset, Dataset, TextStats]:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, default_data_collator, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..architectures import config_class_for, record_for, record_of_model, resolve
@@ -27,7 +27,7 @@ from ..tokenization.corpus import CorpusSample
 from ..tokenization.resize import resize_for_new_tokens
 from .adapters import adapter_exporter, check_checkpoint_kind, prepare_adapter
 from .config import RunConfig, parse_run_config
-from .data import build_datasets, holds_instructions
+from .data import build_datasets, collate, holds_instructions
 from .ema import EmaCallback
 from .export import export_hub_folder, load_model_folder
 from .history import add_stage, file_facts, read_history, same_data
@@ -223,7 +223,7 @@ def run_training(argv: list[str], callbacks: list | None = None, prog: str = "tr
     ema = EmaCallback(opt.ema_decay) if opt.ema_decay > 0 else None
     trainer = HatchlingsTrainer(model=model, args=run.training, train_dataset=train_ds,
                                 eval_dataset=val_ds.select(range(min(cap or len(val_ds), len(val_ds)))),
-                                data_collator=default_data_collator, bytes_per_token=stats.bytes_per_token,
+                                data_collator=collate, bytes_per_token=stats.bytes_per_token,
                                 **_optimization_kwargs(model, run),
                                 callbacks=[*(callbacks or []), *([ema] if ema else []), stop])  # stop decides last
     if ema and trainer.is_fsdp_enabled:
