@@ -20,6 +20,7 @@ RECORD = ArchitectureRecord(
     tokenizer="word",  # the seed is word-level; the default is to be settled by measured quality (issue 16)
     reference="hatchlings.reference.hran:reference_logits",
     lora={"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
+    probes={"collapse": "hatchlings.probes.hran_collapse:run"},  # the seed's collapse, mechanism by mechanism
     seq2seq_class=HranForConditionalGeneration,  # the seed's encoder-decoder shape, from the same layers
 )
 

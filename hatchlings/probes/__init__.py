@@ -7,6 +7,7 @@ against a GPT-2 baseline), `state` (working memory held in the Hebbian synaptic 
 For HRM: `depth` (bits/byte, ms/token and the z_L/z_H states per depth mode), `quality` (generated text
 scored per depth mode next to other exports). For Hybrid: `ablate`, `shuffle`, `segments`, `controller`,
 `gates` (the seed's tables: validation loss under evaluation-time interventions, and the mixer's weights).
+For HRAN: `collapse` (chatbots trained with each mechanism switched off, their answers scored for repetition).
 A probe takes the parsed arguments and returns (tables, matplotlib figure or None); `run` writes
 them as `<arch>-<what>.md/.json/.png` into the output folder and prints the tables. A claim that does not
 hold at a model's scale is reported as measured, not treated as an error.
@@ -20,7 +21,7 @@ from pathlib import Path
 from ..architectures import RECORDS, resolve
 from ..reports import write_results
 from ..errors import UsageError
-from . import common, hrm_depth, hrm_quality, merge, scaling
+from . import common, hran_collapse, hrm_depth, hrm_quality, merge, scaling
 _NOT_IN_COMMAND = ("command", "arch", "what", "model", "output_dir")  # do not change the results
 
 
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     scaling.add_arguments(parser)
     hrm_depth.add_arguments(parser)
     hrm_quality.add_arguments(parser)
+    hran_collapse.add_arguments(parser)
     return parser
 
 

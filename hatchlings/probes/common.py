@@ -170,10 +170,15 @@ def concept_labels(data: bytes, top_words: int = 200, top_speakers: int = 30) ->
     return Concepts(names, families, labels)
 
 
+def table_text(text: str, limit: int | None = None) -> str:
+    """`text` (its first `limit` characters) as one markdown table cell: newlines as ⏎, pipes escaped."""
+    return text[:limit].replace("\n", "⏎").replace("|", "\\|")
+
+
 def snippet(data: bytes, pos: int, left: int = 30, right: int = 12) -> str:
     """The text around byte `pos`, that byte in «», newlines as ⏎, pipes escaped for a markdown table."""
     def show(raw: bytes) -> str:
-        return raw.decode("utf-8", errors="replace").replace("\n", "⏎").replace("|", "\\|")
+        return table_text(raw.decode("utf-8", errors="replace"))
 
     before, byte, after = data[max(0, pos - left):pos], data[pos:pos + 1], data[pos + 1:pos + 1 + right]
     return f"{show(before)}«{show(byte)}»{show(after)}"

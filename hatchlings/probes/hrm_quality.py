@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..reports import Table
 from . import hrm_depth, text_quality
+from .common import table_text
 
 DEFAULT_PROMPTS = ("ROMEO:\n", "First Citizen:\nWe are ", "The king is ", "What light ", "O, my lord, ")
 METRICS = ("word_formation", "distinct_1", "distinct_2", "repetition")
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="one prompt per line, `\\n` for a newline inside one (default: five Shakespeare "
                             "openings)")
     group.add_argument("--train_file", "--train-file", default=None,
-                       help="the model's training text: word formation counts words found in its vocabulary")
+                       help="the model's training text: word formation counts words found in its vocabulary; "
+                            "hran collapse: the instruction data (default: the preset's)")
     group.add_argument("--compare", default=None, action=_JoinRepeated,
                        help="other exports (GPT-2, BDH, ...) scored on the same prompts (repeat the flag or "
                             "separate folders with commas)")
@@ -97,10 +99,7 @@ def score_table(texts: dict[str, list[str]], known: set[str], args) -> Table:
 
 
 def sample_table(texts: dict[str, list[str]], prompts: list[str]) -> Table:
-    def show(text: str) -> str:
-        return text[:SHOWN_CHARS].replace("\n", "⏎").replace("|", "\\|")
-
-    rows = [{"model": label, "prompt": show(prompt), "continuation": show(sample)}
+    rows = [{"model": label, "prompt": table_text(prompt, SHOWN_CHARS), "continuation": table_text(sample, SHOWN_CHARS)}
             for label, samples in texts.items() for prompt, sample in zip(prompts, samples)]
     return Table(f"Samples (first {SHOWN_CHARS} characters)", ["model", "prompt", "continuation"], rows)
 

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--other", default=None, help="second parent (a BDH folder); without it both parents are "
                        "fine-tuned from MODEL, one on --file and one on --other_file")
     group.add_argument("--other_file", default=None, help="the second parent's text")
-    group.add_argument("--steps", type=int, default=100, help="fine-tuning steps per parent (without --other)")
+    group.add_argument("--steps", type=int, default=100, help="fine-tuning steps per parent (without --other); hran collapse: training steps per run")
     group.add_argument("--learning_rate", type=float, default=1e-3, help="fine-tuning learning rate")
 
 

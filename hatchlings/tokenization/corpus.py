@@ -66,14 +66,14 @@ def _file_pieces(path: str) -> Iterator[str]:
 
 def _record_texts(source, text_field: str) -> Iterator[str]:
     """The strings a JSON file or saved dataset contributes: its text field, or instruction, input, output."""
-    from ..training.data import _flatten_instructions, _load_records
+    from ..training.data import flatten_instructions, _load_records
 
     records = _load_records(source, text_field)
     instruction = "instruction" in records.column_names
     for batch in records.iter(batch_size=1000):
         if instruction:
             try:
-                flat = _flatten_instructions(batch)
+                flat = flatten_instructions(batch)
             except (ValueError, TypeError, AttributeError):
                 continue  # a malformed record: building the datasets next reports it by line
             yield from (t for column in flat.values() for t in column if t)

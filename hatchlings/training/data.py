@@ -196,7 +196,7 @@ def _text_file_tokens(path: str, tokenizer, data: DataConfig) -> Dataset:
     return concatenate_datasets([tokens, eos])
 
 
-def _flatten_instructions(batch):
+def flatten_instructions(batch):
     """Flat `instruction/input/output` rows and Alpaca seed tasks (`instances`) as one row per example."""
     n = len(batch["instruction"])
     instances, inputs, outputs = (batch.get(k) or [None] * n for k in ("instances", "input", "output"))
@@ -254,7 +254,7 @@ def _encode_instructions(batch, tokenizer, block_size: int):
 
 def _instruction_rows(records: Dataset, source: Source, tokenizer, data: DataConfig) -> tuple[Dataset, TextStats]:
     try:
-        flat = records.map(_flatten_instructions, batched=True, batch_size=MAP_BATCH,
+        flat = records.map(flatten_instructions, batched=True, batch_size=MAP_BATCH,
                            remove_columns=records.column_names, desc="reading instructions")
     except Exception:
         raise _record_error(source, records, data.text_field, instruction=True) from None
