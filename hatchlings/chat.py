@@ -26,6 +26,7 @@ from .architectures import record_of_model, resolve
 from .generation import Utf8Streamer, check_generation_args, generate_text
 from .tokenization import tokenizer_kind
 from .errors import UsageError
+from .evaluation import context_limit as config_limit
 
 #: tokenizer.model_max_length when the tokenizer was saved without one (transformers' VERY_LARGE_INTEGER)
 _UNSET_LENGTH = 10**29
@@ -75,7 +76,7 @@ class SentenceEnd(StoppingCriteria):
 
 def context_limit(model, tokenizer) -> int | None:
     """The most tokens the model takes (its position table or the tokenizer's maximum), None if unbounded."""
-    limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    limits = [config_limit(model.config), tokenizer.model_max_length]
     limits = [n for n in limits if isinstance(n, int) and 0 < n < _UNSET_LENGTH]
     return min(limits) if limits else None
 

@@ -34,8 +34,12 @@ DEFAULT_BLOCK_SIZE = 256
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 
 
-def _context_limit(config) -> int | None:
-    """The model's maximum context if its config declares one (BDH has none: RoPE + linear attention)."""
+def context_limit(config) -> int | None:
+    """The most positions a model's config allows; None when it declares none (BDH: RoPE + linear attention)
+    or says longer inputs are fine (`accepts_longer_inputs`: HoloSpectralNet's max_position_embeddings sizes
+    a finite kernel, not a limit). Evaluation, benchmarks, chat and probes all ask here."""
+    if getattr(config, "accepts_longer_inputs", False):
+        return None
     for key in _CONTEXT_KEYS:
         value = getattr(config, key, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 1:
@@ -187,7 +191,7 @@ def evaluate_file(model_dir_or_model, file, *, block_size: int | None = None, st
 
     text = read_text(file)
     model, tokenizer, name = _load(model_dir_or_model, tokenizer, device)
-    limit = _context_limit(model.config)
+    limit = context_limit(model.config)
     if block_size is None:
         block_size = limit or DEFAULT_BLOCK_SIZE
     if stride is None:

@@ -264,3 +264,20 @@ def test_muon_split_is_the_seeds_diagram():
     assert sorted(names[id(p)].rsplit(".", 2)[-2] for p in muon) == ["down"] * 6 + ["up"] * 6
     assert sum(p.numel() for p in muon) == 6 * 2 * 256 * 32
     assert sum(p.numel() for p in muon) + sum(p.numel() for p in adamw) == model.num_parameters()
+
+
+def test_inputs_longer_than_the_kernel_are_no_limit_anywhere(tmp_path):
+    """max_position_embeddings sizes the gate's kernel, not a context: evaluation, chat and the benchmarks'
+    timing all read `accepts_longer_inputs` through one helper (a GPT-2 config keeps its position limit)."""
+    from transformers import GPT2Config
+
+    from hatchlings.chat import context_limit as chat_limit
+    from hatchlings.evaluation import context_limit, evaluate_file
+    from hatchlings.modeling.modeling_holospectral import HolospectralForCausalLM
+    from hatchlings.tokenization import build_byte_tokenizer
+
+    model = HolospectralForCausalLM(SPEC.tiny_config(max_position_embeddings=16)).eval()
+    assert context_limit(model.config) is None and context_limit(GPT2Config(n_positions=32)) == 32
+    assert chat_limit(model, build_byte_tokenizer(model_max_length=100)) == 100
+    (tmp_path / "t.txt").write_text("to be or not to be, that is the question. " * 3)
+    assert evaluate_file(model, tmp_path / "t.txt", block_size=48)["windows"] == 3  # 3 x 16 positions

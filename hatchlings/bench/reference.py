@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM
 
 from ..architectures import record_for, resolve
 from ..reports import Table
-from .runner import Report, generation_timing, max_positions, median_seconds
+from ..evaluation import context_limit
+from .runner import Report, generation_timing, median_seconds
 
 FULL_WIDTH, QUICK_WIDTH = 128, 32  # the arena's tiny shape (~0.85M parameters), and a smoke-test shape
 
@@ -61,7 +62,7 @@ def training_table(arch: str, width: int, batches: list[tuple[int, int]], repeat
 
 def generation_table(arch: str, width: int, contexts: list[int], steps: int, repeats: int) -> Table:
     model = _model(arch, width).eval()
-    reference, vocab, limit = resolve(record_for(arch).reference), model.config.vocab_size, max_positions(model)
+    reference, vocab, limit = resolve(record_for(arch).reference), model.config.vocab_size, context_limit(model.config)
     contexts = [c for c in contexts if limit is None or c + steps + 1 <= limit]
     ours, rows = generation_timing(model, contexts, steps, repeats, vocab=vocab), []
     with torch.no_grad():

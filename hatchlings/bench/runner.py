@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..evaluation import context_limit
 from ..reports import Plot, Table, write_results
 
 
@@ -41,15 +42,6 @@ def _greedy(model, prompt: torch.Tensor, new_tokens: int, generate_kwargs: dict 
 
 
 NOISY_SPREAD = 0.5  # a slope whose IQR over repeats exceeds half its value is reported as noisy
-
-
-def max_positions(model) -> int | None:
-    """The longest sequence the model's config allows (`max_position_embeddings`), None when it sets none
-    (a recurrence, whose state does not grow with the context) or says longer inputs are fine
-    (`accepts_longer_inputs`: HoloSpectralNet's max_position_embeddings sizes a finite kernel, not a limit)."""
-    if getattr(model.config, "accepts_longer_inputs", False):
-        return None
-    return getattr(model.config, "max_position_embeddings", None)
 
 
 def _slope(xs: list[int], ys: list[float]) -> float:
@@ -93,7 +85,7 @@ def decode_timing(model, prompt: torch.Tensor, steps: int, repeats: int, lengths
 def generation_timing(model, contexts: list[int], steps: int, repeats: int, vocab: int = 256) -> dict[int, dict]:
     """`decode_timing` at each context length, through `generate` with the model's cache; a context the
     model's positions cannot hold (with the new tokens) gets {"max_positions": N} instead of times."""
-    device, limit = next(model.parameters()).device, max_positions(model)
+    device, limit = next(model.parameters()).device, context_limit(model.config)
     results = {}
     for context in contexts:
         if limit is not None and context + steps + 1 > limit:

@@ -168,7 +168,9 @@ def _check_fits(label: str, model, trials: list[Trial]) -> None:
     """Refuse a model whose position table is shorter than the longest context plus target (GPT-2 would
     otherwise fail with an index error deep inside its embedding)."""
     longest = max(len(trial.contexts()[condition]) + len(trial.b) + 1 for trial in trials for condition in CONDITIONS)
-    limit = getattr(model.config, "max_position_embeddings", None)
+    from ..evaluation import context_limit
+
+    limit = context_limit(model.config)
     if limit is not None and limit < longest:
         raise UsageError(f"{label} takes {limit} positions; the working-memory test needs {longest} "
                          "(lower --filler_tokens)")

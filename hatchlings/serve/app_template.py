@@ -59,8 +59,12 @@ class Entry:
 
     @property
     def limit(self) -> int | None:
-        """The most tokens the model takes, prompt and reply together (None: unbounded)."""
-        limits = [getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length]
+        """The most tokens the model takes, prompt and reply together (None: unbounded). A config that
+        `accepts_longer_inputs` (HoloSpectralNet's positions size a kernel) sets no limit of its own; this
+        file cannot import hatchlings' `evaluation.context_limit`, so it asks the same question here."""
+        config = self.model.config
+        own = None if getattr(config, "accepts_longer_inputs", False) else getattr(config, "max_position_embeddings", None)
+        limits = [own, self.tokenizer.model_max_length]
         limits = [n for n in limits if isinstance(n, int) and 0 < n < _UNSET_LENGTH]
         return min(limits) if limits else None
 
