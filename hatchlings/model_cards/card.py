@@ -146,11 +146,11 @@ def _history_table(stages: list[dict]) -> str | None:
         return None
     headers = ("stage", "data (sha256)", "characters", "tokens in training blocks", "steps", "tokens trained", "date",
                "vocabulary", "blocks added", "validation bits/byte")
+    from ..training.history import stage_data, stage_vocabulary  # here: training imports this module
+
     rows = []
     for s in stages:
-        data = ", ".join(f"{f['file']} ({f['sha256'][:12]})" for f in s["data"]) or "built-in corpus"
-        vocab = (f"{s['vocab_before']} -> {s['vocab_after']}" if s.get("vocab_before") not in (None, s["vocab_after"])
-                 else str(s["vocab_after"]))
+        data, vocab = stage_data(s, lambda f: f["sha256"][:12]), stage_vocabulary(s)
         evaluation = s.get("evaluation", {})
         bpb = evaluation.get("bits_per_byte")
         rows.append((s["stage"] if s.get("sessions", 1) == 1 else f"{s['stage']} ({s['sessions']} runs)", data,

@@ -78,11 +78,20 @@ def write_history(folder: str | os.PathLike, stages: list[dict]) -> None:
     (Path(folder) / HISTORY_FILE).write_text(json.dumps(stages, indent=2) + "\n")
 
 
+def stage_data(stage: dict, detail) -> str:
+    """The stage's files as "name (detail(file))", comma-separated; the built-in corpus when it read none."""
+    return ", ".join(f"{f['file']} ({detail(f)})" for f in stage["data"]) or "built-in corpus"
+
+
+def stage_vocabulary(stage: dict) -> str:
+    """The vocabulary size after the stage, "before -> after" where the stage expanded it."""
+    before, after = stage.get("vocab_before"), stage["vocab_after"]
+    return str(after) if before in (None, after) else f"{before} -> {after}"
+
+
 def describe_stage(stage: dict) -> str:
     """One line per stage for `hatchlings chat`'s /status."""
-    files = ", ".join(f"{f['file']} ({f['characters']:,} characters)" for f in stage["data"]) or "built-in corpus"
-    vocab = stage["vocab_after"] if stage.get("vocab_before") in (None, stage["vocab_after"]) \
-        else f"{stage['vocab_before']} -> {stage['vocab_after']}"
+    files, vocab = stage_data(stage, lambda f: f"{f['characters']:,} characters"), stage_vocabulary(stage)
     bpb = stage.get("evaluation", {}).get("bits_per_byte")
     grown = f", {stage['blocks_added']} blocks added" if stage.get("blocks_added") else ""
     return (f"stage {stage['stage']} ({stage['date']}): {files}; {stage['steps']:,} steps, vocabulary {vocab}{grown}"
