@@ -8,11 +8,14 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from transformers.trainer import Trainer
 
 from checks_platform import SignalAtStep
-from hatchlings.training import UsageError, run_training
+from hatchlings.training import DataConfig, UsageError, run_training
+from hatchlings.training.data import build_datasets
+from hatchlings.training.export import load_model_folder
 from test_training import TINY_PRESET, write_preset
 
 PRESET = dict(TINY_PRESET, training=dict(TINY_PRESET["training"], max_steps=8, eval_steps=100, logging_steps=2,
@@ -113,6 +116,11 @@ def test_optimization_section_end_to_end(preset, tmp_path, capsys):
     exported = _weights(out)
     for name, value in ema.items():  # the export holds the EMA weights, not the raw ones
         assert (exported[name].float() == value).all(), name
+    model, tokenizer = load_model_folder(out)  # and the returned (card) numbers are theirs
+    _, validation, _ = build_datasets(DataConfig(**PRESET["data"]), tokenizer)
+    with torch.no_grad():
+        losses = [model(**{k: torch.tensor([row[k]]) for k in ("input_ids", "labels")}).loss for row in validation]
+    assert metrics["eval_loss"] == pytest.approx(torch.stack(losses).mean().item(), rel=1e-4)
     card = (out / "README.md").read_text()
     assert "muon + adamw, wiener_snr True, label_smoothing 0.1, z_loss 0.0001, ema_decay 0.5" in card
     with pytest.raises(UsageError, match="optim.name"):

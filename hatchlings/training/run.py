@@ -251,14 +251,15 @@ def run_training(argv: list[str], callbacks: list | None = None, prog: str = "tr
             print(f"[hatchlings] stopped at step {stop.stopped_at}; checkpoint saved in {run.training.output_dir}. "
                   f"Resume with: python train.py {' '.join(a for a in argv if a != '--resume')} --resume", flush=True)
     else:
-        # All validation blocks, logged apart from the periodic evaluations on the first `cap` of them (see
-        # model_cards.card.FINAL_EVAL_PREFIX); returned under Trainer's usual eval_* names.
-        final = trainer.evaluate(eval_dataset=val_ds, metric_key_prefix=FINAL_EVAL_PREFIX)
-        metrics = {"eval" + key.removeprefix(FINAL_EVAL_PREFIX): value for key, value in final.items()}
-        metrics |= _variant_metrics(run, trainer, val_ds)
-        model = trainer.unsharded_model()  # on every rank: under FSDP the full weights are gathered
-        if trainer.is_world_process_zero():
-            with ema.applied(model) if ema and opt.export_ema else contextlib.nullcontext():
+        # The exported weights are the ones evaluated (the EMA's with export_ema; EMA refuses FSDP, so
+        # trainer.model holds every weight): all validation blocks, logged apart from the periodic evaluations
+        # on the first `cap` of them (see model_cards.card.FINAL_EVAL_PREFIX), returned as Trainer's eval_*.
+        with ema.applied(trainer.model) if ema and opt.export_ema else contextlib.nullcontext():
+            final = trainer.evaluate(eval_dataset=val_ds, metric_key_prefix=FINAL_EVAL_PREFIX)
+            metrics = {"eval" + key.removeprefix(FINAL_EVAL_PREFIX): value for key, value in final.items()}
+            metrics |= _variant_metrics(run, trainer, val_ds)
+            model = trainer.unsharded_model()  # on every rank: under FSDP the full weights are gathered
+            if trainer.is_world_process_zero():
                 _finish(run, trainer, model, tokenizer, metrics, result.training_loss, origin, len(val_ds), seconds)
     del trainer, model
     _teardown()
