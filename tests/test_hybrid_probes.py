@@ -156,6 +156,9 @@ def test_cli_gates(exports, tmp_path):
     for row in table["rows"]:
         assert row["ssm"] + row["hopfield"] + row["attention"] == pytest.approx(1.0, abs=1e-5)
     assert (tmp_path / "hybrid-gates.png").read_bytes()[:4] == b"\x89PNG"
+    command = json.loads((tmp_path / "hybrid-gates.json").read_text())["machine"]["command"]
+    assert command == (f"hatchlings probe hybrid gates {exports / 'hybrid'} --file '{exports / 'text.txt'}' "
+                       "--block_size 64 --max_tokens 200")  # what was given, not every probe's defaults
 
 
 def test_probes_refuse_models_they_cannot_probe(exports, tmp_path, capsys):

@@ -72,9 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _command(args: argparse.Namespace) -> str:
-    """The command line that reproduces the results (the output folder does not change them)."""
+    """The command line that reproduces the results: the flags that differ from their defaults (every probe's
+    flags share one parser, so the defaults of the others would only be noise; the output folder does not
+    change the results)."""
+    defaults = vars(add_arguments(argparse.ArgumentParser()).parse_args([args.arch, args.what, args.model]))
     options = " ".join(f"--{key} {value!r}" if isinstance(value, str) else f"--{key} {value}"
-                       for key, value in vars(args).items() if key not in _NOT_IN_COMMAND and value is not None)
+                       for key, value in vars(args).items()
+                       if key not in _NOT_IN_COMMAND and value is not None and value != defaults.get(key))
     return f"hatchlings probe {args.arch} {args.what} {args.model} {options}"
 
 
