@@ -68,6 +68,12 @@ def test_collapse_study_end_to_end(tmp_path):
     assert all(w["model"]["attention"] == "rbf" and w["optimization"] == {"wiener_snr": True, "hebbian_seed": True}
                for w in written)
     assert (runs / "all-on" / "seed3" / "model.safetensors").is_file()
+    stamp = (runs / "all-on" / "seed3" / "model.safetensors").stat().st_mtime_ns
+    assert main(["probe", "hran", "collapse", str(runs), "--config", str(tmp_path / "preset.yaml"), "--steps", "2",
+                 "--seeds", "3", "--variants", "all on", "--new_tokens", "5", "--output_dir", str(out)]) == 0
+    assert (runs / "all-on" / "seed3" / "model.safetensors").stat().st_mtime_ns == stamp  # finished run reused
+    again = json.loads((out / "hran-collapse.json").read_text())["tables"][0]["rows"][0]
+    assert again == summary["rows"][0]
     assert [(r["variant"], r["prompt"]) for r in samples["rows"]] == [
         ("all on", "Name thing 18.⏎⏎in a list"), ("all on", "Name thing 19."),
         ("GELU activation", "Name thing 18.⏎⏎in a list"), ("GELU activation", "Name thing 19.")]

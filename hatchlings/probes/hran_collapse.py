@@ -94,19 +94,27 @@ def answers(folder: Path, prompts: list[str], new_tokens: int) -> list[str]:
 
 
 def _train(preset: dict, variant: str, seed: int, args, folder: Path) -> dict:
-    """One run of train.py on the variant's copy of the preset; returns its final validation metrics."""
+    """One run of train.py on the variant's copy of the preset; returns its final validation metrics.
+
+    A folder that already holds a finished run of the same preset and flags is reused (`run.json`, written
+    last), so an interrupted study continues where it stopped."""
     from ..training import run_training
 
     model_overrides, optim_overrides = VARIANTS[variant]
     config = dict(preset, model={**preset.get("model", {}), **ALL_ON[0], **model_overrides},
                   optimization={**preset.get("optimization", {}), **ALL_ON[1], **optim_overrides})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "preset.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     argv = ["--config", str(folder / "preset.yaml"), "--seed", str(seed), "--max_steps", str(args.steps),
             "--output_dir", str(folder), "--eval_strategy", "no", "--logging_steps", str(max(1, args.steps // 4))]
     if args.train_file:
         argv += ["--train_file", args.train_file]
-    return run_training(argv)
+    done = folder / "run.json"
+    if done.is_file() and json.loads(done.read_text())["run"] == {"preset": config, "argv": argv}:
+        return json.loads(done.read_text())["metrics"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "preset.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    metrics = run_training(argv)
+    done.write_text(json.dumps({"run": {"preset": config, "argv": argv}, "metrics": metrics}, indent=2))
+    return metrics
 
 
 def _selected(args) -> tuple[list[str], list[int]]:
