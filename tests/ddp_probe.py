@@ -6,15 +6,16 @@ import json
 import os
 import sys
 
-from transformers import TrainerCallback, default_data_collator
+from transformers import TrainerCallback
 
 import hatchlings.training.run as run
+from hatchlings.training.data import collate
 
 SEEN: list = []
 
 
 def recording_collator(features):
-    batch = default_data_collator(features)
+    batch = collate(features)
     SEEN.append(batch["input_ids"].tolist())
     return batch
 
@@ -34,5 +35,5 @@ class Report(TrainerCallback):
 
 
 if __name__ == "__main__":
-    run.default_data_collator = recording_collator
+    run.collate = recording_collator
     run.run_training(sys.argv[1:], callbacks=[Report()])
