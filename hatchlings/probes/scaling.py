@@ -59,7 +59,8 @@ def run(args) -> tuple[list[Table], object]:
                   list(rows[0]), rows, notes=[
                       f"every model trained by the arena runner on {Path(settings[0].file).name} (byte tokens, first 90% "
                       f"train, last 10% validation), {settings[0].steps} steps of {args.train_batch_size} x "
-                      f"{args.block_size}, AdamW 2e-3 warm-up + cosine, seed {args.seed}",
+                      f"{args.block_size}, AdamW 2e-3 warm-up + cosine (or the optimizer of a record's arena_optimization), "
+                      f"seed {args.seed}",
                       "a fixed token budget per size favours small models; on a CPU and at these sizes the trend is "
                       "indicative only (the paper's claim is for 10M-1B parameters)"])
     plot = Plot("Validation bits/byte vs parameters", "parameters", "bits per byte",
