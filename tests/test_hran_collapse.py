@@ -25,6 +25,8 @@ def test_one_word_answers_are_the_seeds_failure():
     assert scores["distinct-1"] == pytest.approx(7 / 13)  # is define | a cat sat on mat
     assert scores["distinct-2"] == pytest.approx(8 / 11)  # is-is, is-define, define-is | five pairs, none across
     assert scores["repetition"] == pytest.approx(1 / 9)  # "is is is" comes back once; the cat's 3-grams are new
+    assert scores["blank answers"] == 0
+    assert collapse.answer_scores(["\n\n\n", "A cat.", " . ."])["blank answers"] == pytest.approx(2 / 3)
 
 
 def _tasks(n: int) -> list[dict]:
@@ -62,7 +64,7 @@ def test_collapse_study_end_to_end(tmp_path):
     summary, samples = json.loads((out / "hran-collapse.json").read_text())["tables"]
     assert [r["variant"] for r in summary["rows"]] == ["all on", "GELU activation"]
     for row in summary["rows"]:
-        assert 0 < row["val loss"] < 20 and 0 <= row["one-word answers"] <= 1
+        assert 0 < row["val loss"] < 20 and 0 <= row["one-word answers"] <= 1 and 0 <= row["blank answers"] <= 1
     written = [yaml.safe_load((runs / v / "seed3" / "preset.yaml").read_text()) for v in ("all-on", "GELU-activation")]
     assert [w["model"]["activation"] for w in written] == ["infomax", "gelu"]
     assert all(w["model"]["attention"] == "rbf" and w["optimization"] == {"wiener_snr": True, "hebbian_seed": True}

@@ -11,6 +11,8 @@ held-out tasks' instructions (the run's validation rows: the last fraction of th
 - repetition: the share of each answer's word 3-grams that repeat an earlier one in the same answer;
 - one-word answers: the share of answers (of 4+ words) in which a single word makes up half or more of the
   words -- the seed's "is is define is is".
+- blank answers: the share of answers without a single word (only whitespace or punctuation): the same
+  collapse onto one token when that token is a newline.
 
 Answers are greedy (the decoding most prone to loops, and deterministic), up to --new_tokens tokens.
 """
@@ -63,7 +65,8 @@ def answer_scores(answers: list[str]) -> dict:
     samples = [tq.words(a, drop_partial=False) for a in answers]
     return {"distinct-1": tq.distinct_n(samples, 1), "distinct-2": tq.distinct_n(samples, 2),
             "repetition": tq.repetition_rate(samples),
-            "one-word answers": sum(map(one_word_answer, samples)) / max(1, len(samples))}
+            "one-word answers": sum(map(one_word_answer, samples)) / max(1, len(samples)),
+            "blank answers": sum(not words for words in samples) / max(1, len(samples))}
 
 
 def held_out_prompts(train_file: str, fraction: float) -> list[str]:
@@ -156,7 +159,7 @@ def run(args):
 
 
 def _summary(results: dict, variants: list[str], seeds: list[int], args, n_prompts: int) -> Table:
-    columns = ["val loss", "distinct-1", "distinct-2", "repetition", "one-word answers"]
+    columns = ["val loss", "distinct-1", "distinct-2", "repetition", "one-word answers", "blank answers"]
     rows = []
     for variant in variants:
         row = {"variant": variant}
