@@ -40,6 +40,7 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Hrm
 from ..architectures import RECORDS, record_for
 from ..data_sources import cached_path
 from ..metrics.lm_perplexity.lm_perplexity import lm_metrics
+from ..tokenization import TOKENIZER_KINDS
 from .memory import peak_resident_mib, resident_mib, reuse_freed_memory
 from .runner import Report, _synchronize, generation_timing
 
@@ -49,6 +50,7 @@ LAYERS, HEADS = 4, 4
 # The longest context a learned position table is grown to for timing: GPT-2's 8192 x 128 table would be
 # 1.05M parameters, more than the whole tiny model, which is no longer the arena's shape; beyond it is "n/a".
 LEARNED_POSITIONS = 2048
+TRAIN_FRACTION = 0.9  # the first 90% of a text trains, the last 10% validates (unless a validation file is given)
 # Transformers' own models; hrm_text (HrmTextForCausalLM, causal and cached) is the anchor of the HRM record
 BASELINES = ("gpt2", "llama", "hrm_text")
 ARCHS = BASELINES + tuple(RECORDS)  # each architecture's record gives its shape for a width (arena_shape)
@@ -146,7 +148,7 @@ def load_data(settings: Settings):
         return (*load_split(settings.file), build_byte_tokenizer())
     text = check_file(settings.file).read_text(encoding="utf-8")
     if settings.val_file is None:
-        cut = int(len(text) * 0.9)
+        cut = int(len(text) * TRAIN_FRACTION)
         text, val_text = text[:cut], text[cut:]
     else:
         val_text = check_file(settings.val_file).read_text(encoding="utf-8")
@@ -180,7 +182,7 @@ def load_split(path: str) -> tuple[torch.Tensor, torch.Tensor, float]:
     text, tokenizer = check_file(path).read_text(encoding="utf-8"), build_byte_tokenizer()
     ids = torch.cat([torch.tensor(tokenizer(text[i:i + 2**16], add_special_tokens=False)["input_ids"])
                      for i in range(0, len(text), 2**16)])
-    cut = int(len(ids) * 0.9)
+    cut = int(len(ids) * TRAIN_FRACTION)
     return ids[:cut], ids[cut:], len(text.encode("utf-8")) / len(ids)
 
 
@@ -418,7 +420,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval-points", "--eval_points", type=int, default=Settings.eval_points)
     parser.add_argument("--default-malloc", "--default_malloc", action="store_true",
                         help="keep glibc's default large-allocation mmaps (slower for BDH's 32 MiB tensors)")
-    parser.add_argument("--tokenizer", choices=["byte", "char", "word", "bpe"], default="byte",
+    parser.add_argument("--tokenizer", choices=list(TOKENIZER_KINDS), default="byte",
                         help="every model's tokenizer; char/word/bpe are learned from the training text (default: "
                              "byte, the arena's recipe)")
     parser.add_argument("--val-file", "--val_file", default=None,
@@ -459,7 +461,7 @@ def settings_from_args(args) -> tuple[Settings, list[str]]:
 
 def run(args) -> Report:
     settings, archs = settings_from_args(args)
-    for path in (settings.file, settings.val_file or settings.file):
+    for path in filter(None, (settings.file, settings.val_file)):
         check_file(path)  # a missing file fails now, not in a child process
     from .arena_report import curve_table, plots, summary_table
 

@@ -110,13 +110,14 @@ def _train(preset: dict, variant: str, seed: int, args, folder: Path) -> dict:
             "--output_dir", str(folder), "--eval_strategy", "no", "--logging_steps", str(max(1, args.steps // 4))]
     if args.train_file:
         argv += ["--train_file", args.train_file]
-    done = folder / "run.json"
-    if done.is_file() and json.loads(done.read_text())["run"] == {"preset": config, "argv": argv}:
-        return json.loads(done.read_text())["metrics"]
+    done, run = folder / "run.json", {"preset": config, "argv": argv}
+    finished = json.loads(done.read_text()) if done.is_file() else None
+    if finished is not None and finished["run"] == run:
+        return finished["metrics"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "preset.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     metrics = run_training(argv)
-    done.write_text(json.dumps({"run": {"preset": config, "argv": argv}, "metrics": metrics}, indent=2))
+    done.write_text(json.dumps({"run": run, "metrics": metrics}, indent=2))
     return metrics
 
 

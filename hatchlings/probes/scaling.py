@@ -41,7 +41,7 @@ def _settings(args, size: str):
 
 def run(args) -> tuple[list[Table], object]:
     """Train every (model, size) pair in its own process; tabulate and plot bits/byte against parameters."""
-    from ..bench.arena import ARCHS, check_file, measure_isolated
+    from ..bench.arena import ARCHS, check_file, measure_isolated, split_note
     from ..errors import UsageError
 
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -57,8 +57,8 @@ def run(args) -> tuple[list[Table], object]:
     tokens = settings[0].steps * settings[0].tokens_per_step
     table = Table(f"Scaling: validation bits/byte vs parameters, {tokens:,} training tokens per model",
                   list(rows[0]), rows, notes=[
-                      f"every model trained by the arena runner on {Path(settings[0].file).name} (byte tokens, first 90% "
-                      f"train, last 10% validation), {settings[0].steps} steps of {args.train_batch_size} x "
+                      f"every model trained by the arena runner on {Path(settings[0].file).name} "
+                      f"({split_note(settings[0])}), {settings[0].steps} steps of {args.train_batch_size} x "
                       f"{args.block_size}, AdamW 2e-3 warm-up + cosine (or the optimizer of a record's arena_optimization), "
                       f"seed {args.seed}",
                       "a fixed token budget per size favours small models; on a CPU and at these sizes the trend is "
