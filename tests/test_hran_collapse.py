@@ -1,11 +1,11 @@
-"""`hatchlings probe hran collapse`: the answer scores on hand-made answers, the held-out prompts are train.py's
-validation rows, and the study end to end on a tiny preset (two variants, two train.py runs)."""
+"""`hatchlings probe hran collapse`: the held-out prompts are train.py's validation rows, each variant's change lands
+in the run that owns it, and the study end to end on tiny presets (pretraining + instruction tuning, and without
+pretraining). The answer scores themselves are tested in test_answers.py."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
 from hatchlings.cli import main
@@ -13,20 +13,6 @@ from hatchlings.probes import hran_collapse as collapse
 from hatchlings.tokenization import build_byte_tokenizer
 from hatchlings.training import DataConfig
 from hatchlings.training.data import build_datasets
-
-
-def test_one_word_answers_are_the_seeds_failure():
-    assert collapse.one_word_answer("is is define is is".split())  # the seed's answer: 4 of 5 words are "is"
-    assert collapse.one_word_answer("the cat the dog".split())  # half is enough
-    assert not collapse.one_word_answer("the cat sat on the mat".split())  # 2 of 6
-    assert not collapse.one_word_answer("is is is".split())  # too short to judge
-    scores = collapse.answer_scores(["is is is define is is is", "A cat sat on a mat."])
-    assert scores["one-word answers"] == 0.5
-    assert scores["distinct-1"] == pytest.approx(7 / 13)  # is define | a cat sat on mat
-    assert scores["distinct-2"] == pytest.approx(8 / 11)  # is-is, is-define, define-is | five pairs, none across
-    assert scores["repetition"] == pytest.approx(1 / 9)  # "is is is" comes back once; the cat's 3-grams are new
-    assert scores["blank answers"] == 0
-    assert collapse.answer_scores(["\n\n\n", "A cat.", " . ."])["blank answers"] == pytest.approx(2 / 3)
 
 
 def _tasks(n: int) -> list[dict]:
@@ -46,41 +32,72 @@ def test_held_out_prompts_are_the_runs_validation_rows(tmp_path):
     assert prompts[0] in first
 
 
+MODEL = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+TRAINING = {"per_device_train_batch_size": 4, "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none",
+            "disable_tqdm": True}
+
+
+def test_presets_put_each_change_in_the_run_that_owns_it():
+    """The model, tokenizer and Hebbian seed go to the run that creates the model; Wiener-SNR to every run."""
+    chat = {"architecture": "hran", "optimization": {"label_smoothing": 0.1}, "data": {"block_size": 64}}
+    pretrain = {"architecture": "hran", "model": dict(MODEL, activation="gelu"), "tokenizer": {"kind": "bpe"},
+                "optimization": {"wiener_snr": False}}
+    first, second = collapse.presets("dot-product attention", chat, pretrain, pretraining=True)
+    assert first["model"] == dict(MODEL, attention="dot", activation="infomax", lateral_inhibition=True)
+    assert first["optimization"] == {"wiener_snr": True, "hebbian_seed": True} and first["tokenizer"] == {"kind": "bpe"}
+    assert second == dict(chat, optimization={"label_smoothing": 0.1, "wiener_snr": True})  # no model section
+    first, second = collapse.presets("word tokenizer", chat, pretrain, pretraining=True)
+    assert first["tokenizer"] == {"kind": "word"} and "tokenizer" not in second
+    assert collapse.presets("no Wiener-SNR", chat, pretrain, True)[1]["optimization"]["wiener_snr"] is False
+    for first, second in (collapse.presets("no pretraining", chat, pretrain, True),
+                          collapse.presets("no Hebbian seed", chat, pretrain, False)):
+        assert first is None and second["model"]["attention"] == "rbf" and second["tokenizer"] == {"kind": "bpe"}
+        assert second["data"] == chat["data"] and second["optimization"]["label_smoothing"] == 0.1
+    assert collapse.presets("no Hebbian seed", chat, pretrain, False)[1]["optimization"]["hebbian_seed"] is False
+
+
 def test_collapse_study_end_to_end(tmp_path):
     data = tmp_path / "tasks.jsonl"
     data.write_text("".join(json.dumps(t) + "\n" for t in _tasks(20)))
-    preset = {"architecture": "hran",
-              "model": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
-              "tokenizer": {"kind": "word", "min_frequency": 1},
-              "data": {"train_file": str(data), "block_size": 64, "validation_fraction": 0.1},
-              "training": {"per_device_train_batch_size": 4, "learning_rate": 1e-2, "save_strategy": "no",
-                           "report_to": "none", "disable_tqdm": True},
-              "generation": {"prompt": "Name thing 1.", "max_new_tokens": 4}}
-    (tmp_path / "preset.yaml").write_text(yaml.safe_dump(preset))
+    (tmp_path / "text.txt").write_text("Thing one is a thing, and thing two is another thing.\n" * 40)
+    pretrain = {"architecture": "hran", "model": MODEL, "tokenizer": {"kind": "word", "min_frequency": 1},
+                "data": {"train_file": str(tmp_path / "text.txt"), "block_size": 32},
+                "training": dict(TRAINING, max_steps=2), "generation": {"prompt": "Thing", "max_new_tokens": 4}}
+    chat = {"architecture": "hran", "data": {"train_file": str(data), "block_size": 64, "validation_fraction": 0.1},
+            "training": TRAINING, "generation": {"prompt": "Name thing 1.", "max_new_tokens": 4}}
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
+    (tmp_path / "chat.yaml").write_text(yaml.safe_dump(chat))
     runs, out = tmp_path / "runs", tmp_path / "out"
-    assert main(["probe", "hran", "collapse", str(runs), "--config", str(tmp_path / "preset.yaml"), "--steps", "2",
-                 "--seeds", "3", "--variants", "all on,GELU activation", "--new_tokens", "5",
-                 "--output_dir", str(out)]) == 0
+    flags = ["--config", str(tmp_path / "chat.yaml"), "--pretrain_config", str(tmp_path / "pretrain.yaml"),
+             "--steps", "2", "--seeds", "3", "--new_tokens", "5", "--output_dir", str(out)]
+    assert main(["probe", "hran", "collapse", str(runs), *flags,
+                 "--variants", "all on,GELU activation,no pretraining"]) == 0
     summary, samples = json.loads((out / "hran-collapse.json").read_text())["tables"]
-    assert [r["variant"] for r in summary["rows"]] == ["all on", "GELU activation"]
+    assert [r["variant"] for r in summary["rows"]] == ["all on", "GELU activation", "no pretraining"]
     for row in summary["rows"]:
-        assert 0 < row["val loss"] < 20 and 0 <= row["one-word answers"] <= 1 and 0 <= row["blank answers"] <= 1
-    written = [yaml.safe_load((runs / v / "seed3" / "preset.yaml").read_text()) for v in ("all-on", "GELU-activation")]
-    assert [w["model"]["activation"] for w in written] == ["infomax", "gelu"]
-    assert all(w["model"]["attention"] == "rbf" and w["optimization"] == {"wiener_snr": True, "hebbian_seed": True}
-               for w in written)
-    assert (runs / "all-on" / "seed3" / "model.safetensors").is_file()
+        assert 0 < row["val loss"] < 20 and 0 < row["val bits/byte"] < 20
+        assert 0 <= row["one-word answers"] <= 1 and 0 <= row["blank answers"] <= 1
+    activation = {v: yaml.safe_load((runs / v / "seed3" / "pretrain" / "preset.yaml").read_text())["model"]["activation"]
+                  for v in ("all-on", "GELU-activation")}
+    assert activation == {"all-on": "infomax", "GELU-activation": "gelu"}
+    assert json.loads((runs / "all-on" / "seed3" / "run.json").read_text())["run"]["argv"][-2:] == [
+        "--init_from", str(runs / "all-on" / "seed3" / "pretrain")]
+    assert not (runs / "no-pretraining" / "seed3" / "pretrain").exists()
+    history = json.loads((runs / "all-on" / "seed3" / "training_history.json").read_text())
+    assert len(history) == 2  # pretraining, then the instructions
     stamp = (runs / "all-on" / "seed3" / "model.safetensors").stat().st_mtime_ns
-    assert main(["probe", "hran", "collapse", str(runs), "--config", str(tmp_path / "preset.yaml"), "--steps", "2",
-                 "--seeds", "3", "--variants", "all on", "--new_tokens", "5", "--output_dir", str(out)]) == 0
+    assert main(["probe", "hran", "collapse", str(runs), *flags, "--variants", "all on"]) == 0
     assert (runs / "all-on" / "seed3" / "model.safetensors").stat().st_mtime_ns == stamp  # finished run reused
     again = json.loads((out / "hran-collapse.json").read_text())["tables"][0]["rows"][0]
     assert again == summary["rows"][0]
-    assert [(r["variant"], r["prompt"]) for r in samples["rows"]] == [
-        ("all on", "Name thing 18.⏎⏎in a list"), ("all on", "Name thing 19."),
-        ("GELU activation", "Name thing 18.⏎⏎in a list"), ("GELU activation", "Name thing 19.")]
+    assert [(r["variant"], r["prompt"]) for r in samples["rows"]][:2] == [
+        ("all on", "Name thing 18.⏎⏎in a list"), ("all on", "Name thing 19.")]
 
 
 def test_collapse_refuses_unknown_variants(tmp_path, capsys):
     assert main(["probe", "hran", "collapse", str(tmp_path), "--variants", "all on,no attention"]) == 2
     assert "unknown: no attention" in capsys.readouterr().err
+    (tmp_path / "chat.yaml").write_text(yaml.safe_dump({"architecture": "hran", "model": MODEL,
+                                                       "data": {"train_file": "tasks.jsonl"}}))
+    assert main(["probe", "hran", "collapse", str(tmp_path), "--config", str(tmp_path / "chat.yaml")]) == 2
+    assert "has a model section" in capsys.readouterr().err

@@ -1,20 +1,19 @@
 """`hatchlings probe hran collapse RUNS_DIR`: which of HRAN's mechanisms could have made the seed collapse.
 
 The seed (a NumPy seq2seq chatbot of ~1M parameters) ended at loss ~5.85 and answered "is is define is is".
-This trains HRAN as a chatbot on the instruction tasks once with every mechanism on (the seed's recipe) and
-once per mechanism switched off, at the same budget and for each seed, through train.py itself (the preset
-`--config`, default configs/hran-chat.yaml, with the variant written into a copy of it), then answers the
-held-out tasks' instructions (the run's validation rows: the last fraction of the examples) and scores:
+This trains HRAN as a chatbot once with every mechanism on (RBF attention, infomax, lateral inhibition,
+Wiener-SNR, Hebbian seed: the seed's set) and once per mechanism switched off -- and once with the word
+tokenizer, once without pretraining -- at the same budget and for each seed, through train.py itself:
 
-- validation loss: train.py's final evaluation, mean cross-entropy per answer token (nats);
-- distinct-1 / distinct-2: distinct words / word pairs over all words / pairs of the answers;
-- repetition: the share of each answer's word 3-grams that repeat an earlier one in the same answer;
-- one-word answers: the share of answers (of 4+ words) in which a single word makes up half or more of the
-  words -- the seed's "is is define is is".
-- blank answers: the share of answers without a single word (only whitespace or punctuation): the same
-  collapse onto one token when that token is a newline.
+1. pretraining on plain text (`--pretrain_config`, default configs/hran-pretrain.yaml: its model and tokenizer
+   sections define the model; `--pretrain_steps`, 0 for none), then
+2. instruction tuning (`--config`, default configs/hran-chat.yaml, run with `--init_from` the pretrained
+   export; without pretraining it gets the pretraining preset's model and tokenizer sections instead).
 
-Answers are greedy (the decoding most prone to loops, and deterministic), up to --new_tokens tokens.
+Each variant's change is written into copies of the presets. It then answers the held-out tasks'
+instructions (the chat run's validation rows: the last fraction of the examples) greedily and scores the
+answers (hatchlings.training.answers: distinct-1/2, repetition, one-word and blank answers) next to the
+validation loss per answer token and, comparable across tokenizers, bits per answer byte.
 """
 
 from __future__ import annotations
@@ -22,51 +21,42 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from ..errors import UsageError
 from ..reports import Table
-from . import text_quality as tq
+from ..training.answers import answer_scores
 from .common import table_text
 
-# variant -> (model overrides, optimization overrides); "all on" is the seed's set of mechanisms
-ALL_ON = ({"attention": "rbf", "activation": "infomax", "lateral_inhibition": True},
-          {"wiener_snr": True, "hebbian_seed": True})
+# what every run has on: the seed's mechanisms ("model": the architecture, "optimization": train.py's)
+ALL_ON = {"model": {"attention": "rbf", "activation": "infomax", "lateral_inhibition": True},
+          "optimization": {"wiener_snr": True, "hebbian_seed": True}}
+# variant -> its change: "model", "optimization", "tokenizer" entries, or "pretrain": False
 VARIANTS = {
-    "all on": ({}, {}),
-    "dot-product attention": ({"attention": "dot"}, {}),
-    "no Wiener-SNR": ({}, {"wiener_snr": False}),
-    "no Hebbian seed": ({}, {"hebbian_seed": False}),
-    "no lateral inhibition": ({"lateral_inhibition": False}, {}),
-    "GELU activation": ({"activation": "gelu"}, {}),
+    "all on": {},
+    "dot-product attention": {"model": {"attention": "dot"}},
+    "no Wiener-SNR": {"optimization": {"wiener_snr": False}},
+    "no Hebbian seed": {"optimization": {"hebbian_seed": False}},
+    "no lateral inhibition": {"model": {"lateral_inhibition": False}},
+    "GELU activation": {"model": {"activation": "gelu"}},
+    "word tokenizer": {"tokenizer": {"kind": "word"}},
+    "no pretraining": {"pretrain": False},
 }
-ONE_WORD_MIN_WORDS, ONE_WORD_SHARE = 4, 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hran collapse (MODEL is where the runs go: they are trained here)")
-    group.add_argument("--config", default="configs/hran-chat.yaml", help="the chat preset every variant starts from")
-    # --train_file (default: the preset's) and --steps (training steps per run) are shared with other probes
+    group.add_argument("--config", default="configs/hran-chat.yaml", help="the instruction-tuning preset")
+    group.add_argument("--pretrain_config", default="configs/hran-pretrain.yaml",
+                       help="the pretraining preset (its model and tokenizer sections define the model)")
+    group.add_argument("--pretrain_steps", type=int, default=None,
+                       help="pretraining steps per run (default: the preset's max_steps; 0: no pretraining)")
+    # --train_file (default: the chat preset's) and --steps (instruction-tuning steps) are shared with other probes
     group.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
     group.add_argument("--variants", default=None, help=f"comma-separated, from: {', '.join(VARIANTS)}")
     group.add_argument("--new_tokens", type=int, default=60, help="tokens per generated answer")
-
-
-def one_word_answer(words: list[str]) -> bool:
-    """An answer of 4+ words in which one word makes up half or more of them."""
-    return len(words) >= ONE_WORD_MIN_WORDS and Counter(words).most_common(1)[0][1] >= ONE_WORD_SHARE * len(words)
-
-
-def answer_scores(answers: list[str]) -> dict:
-    """distinct-1/2, repetition and the one-word share of a list of answers."""
-    samples = [tq.words(a, drop_partial=False) for a in answers]
-    return {"distinct-1": tq.distinct_n(samples, 1), "distinct-2": tq.distinct_n(samples, 2),
-            "repetition": tq.repetition_rate(samples),
-            "one-word answers": sum(map(one_word_answer, samples)) / max(1, len(samples)),
-            "blank answers": sum(not words for words in samples) / max(1, len(samples))}
 
 
 def held_out_prompts(train_file: str, fraction: float) -> list[str]:
@@ -82,43 +72,63 @@ def held_out_prompts(train_file: str, fraction: float) -> list[str]:
 
 def answers(folder: Path, prompts: list[str], new_tokens: int) -> list[str]:
     """Greedy answers of the export in `folder` to each prompt, rendered with its chat template."""
-    from ..generation import generate_text
+    from ..training.answers import greedy_answers
     from ..training.export import load_model_folder
 
     model, tokenizer = load_model_folder(folder)
-    model.eval()
-    out = []
-    for prompt in prompts:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        out.append(generate_text(model, tokenizer, ids, max_new_tokens=new_tokens, temperature=0, top_k=0))
-    return out
+    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                              add_generation_prompt=True) for p in prompts]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+    return greedy_answers(model, tokenizer, ids, new_tokens)
 
 
-def _train(preset: dict, variant: str, seed: int, args, folder: Path) -> dict:
-    """One run of train.py on the variant's copy of the preset; returns its final validation metrics.
+def presets(variant: str, chat: dict, pretrain: dict, pretraining: bool) -> tuple[dict | None, dict]:
+    """The variant's pretraining preset (None: no pretraining) and instruction-tuning preset.
+
+    The model, tokenizer and Hebbian seed belong to the run that creates the model: pretraining, or without it
+    the chat run; Wiener-SNR is an optimizer setting of every run."""
+    change = VARIANTS[variant]
+    optimization = {**ALL_ON["optimization"], **change.get("optimization", {})}
+    creates = {"model": {**pretrain.get("model", {}), **ALL_ON["model"], **change.get("model", {})},
+               "tokenizer": {**pretrain.get("tokenizer", {}), **change.get("tokenizer", {})}}
+    if not (pretraining and change.get("pretrain", True)):
+        return None, {**chat, **creates, "optimization": {**chat.get("optimization", {}), **optimization}}
+    return ({**pretrain, **creates, "optimization": {**pretrain.get("optimization", {}), **optimization}},
+            {**chat, "optimization": {**chat.get("optimization", {}), "wiener_snr": optimization["wiener_snr"]}})
+
+
+def _train(preset: dict, argv: list[str], folder: Path) -> dict:
+    """One run of train.py on `preset` (written into `folder`) with `argv`; returns its final validation metrics.
 
     A folder that already holds a finished run of the same preset and flags is reused (`run.json`, written
     last), so an interrupted study continues where it stopped."""
     from ..training import run_training
 
-    model_overrides, optim_overrides = VARIANTS[variant]
-    config = dict(preset, model={**preset.get("model", {}), **ALL_ON[0], **model_overrides},
-                  optimization={**preset.get("optimization", {}), **ALL_ON[1], **optim_overrides})
-    argv = ["--config", str(folder / "preset.yaml"), "--seed", str(seed), "--max_steps", str(args.steps),
-            "--output_dir", str(folder), "--eval_strategy", "no", "--logging_steps", str(max(1, args.steps // 4))]
-    if args.train_file:
-        argv += ["--train_file", args.train_file]
-    done, run = folder / "run.json", {"preset": config, "argv": argv}
+    argv = ["--config", str(folder / "preset.yaml"), "--output_dir", str(folder), "--eval_strategy", "no", *argv]
+    done, run = folder / "run.json", {"preset": preset, "argv": argv}
     finished = json.loads(done.read_text()) if done.is_file() else None
     if finished is not None and finished["run"] == run:
         return finished["metrics"]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "preset.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (folder / "preset.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))
     metrics = run_training(argv)
     done.write_text(json.dumps({"run": run, "metrics": metrics}, indent=2))
     return metrics
+
+
+def _train_variant(stages: tuple[dict | None, dict], seed: int, args, folder: Path) -> dict:
+    """Pretrain (if the variant does) into folder/pretrain, then instruction-tune into `folder`."""
+    first, chat = stages
+    common = ["--seed", str(seed)]
+    argv = common + ["--max_steps", str(args.steps), "--logging_steps", str(max(1, args.steps // 4))]
+    if first is not None:
+        steps = args.pretrain_steps or first["training"]["max_steps"]
+        _train(first, common + ["--max_steps", str(steps), "--logging_steps", str(max(1, steps // 4))],
+               folder / "pretrain")
+        argv += ["--init_from", str(folder / "pretrain")]
+    if args.train_file:
+        argv += ["--train_file", args.train_file]
+    return _train(chat, argv, folder)
 
 
 def _selected(args) -> tuple[list[str], list[int]]:
@@ -128,9 +138,9 @@ def _selected(args) -> tuple[list[str], list[int]]:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    if unknown or not variants or not seeds or args.steps < 1 or args.new_tokens < 1:
+    if unknown or not variants or not seeds or args.steps < 1 or args.new_tokens < 1 or (args.pretrain_steps or 0) < 0:
         raise UsageError(f"--variants must name some of: {', '.join(VARIANTS)} (unknown: {', '.join(unknown)}); "
-                         "--seeds at least one seed; --steps and --new_tokens at least 1")
+                         "--seeds at least one seed; --steps and --new_tokens at least 1; --pretrain_steps >= 0")
     return variants, seeds
 
 
@@ -139,19 +149,24 @@ def run(args):
     from ..training.config import load_preset
 
     variants, seeds = _selected(args)
-    preset = load_preset(args.config)
-    data = preset.get("data", {})
+    chat, pretrain = load_preset(args.config), load_preset(args.pretrain_config)
+    data = chat.get("data", {})
     train_file = args.train_file or data.get("train_file")
     if not train_file:
         raise UsageError(f"{args.config} names no train_file: give --train_file")
+    if chat.get("model"):
+        raise UsageError(f"{args.config} has a model section, but the model comes from {args.pretrain_config} "
+                         "(the chat runs continue the pretrained export): remove it")
     prompts = held_out_prompts(train_file, data.get("validation_fraction", 0.1))
+    pretraining = args.pretrain_steps != 0
     results, samples = {}, []
     for variant in variants:
         for seed in seeds:
             folder = Path(args.model) / variant.replace(" ", "-") / f"seed{seed}"
-            metrics = _train(preset, variant, seed, args, folder)
+            metrics = _train_variant(presets(variant, chat, pretrain, pretraining), seed, args, folder)
             said = answers(folder, prompts, args.new_tokens)
-            results[variant, seed] = {"val loss": metrics["eval_loss"], **answer_scores(said)}
+            results[variant, seed] = {"val loss": metrics["eval_loss"], "val bits/byte": metrics["eval_bits_per_byte"],
+                                      **answer_scores(said)}
             samples += [{"variant": variant, "seed": seed, "prompt": table_text(p, 60), "answer": table_text(a, 160)}
                         for p, a in list(zip(prompts, said))[:3]]
     return [_summary(results, variants, seeds, args, len(prompts)),
@@ -160,7 +175,8 @@ def run(args):
 
 
 def _summary(results: dict, variants: list[str], seeds: list[int], args, n_prompts: int) -> Table:
-    columns = ["val loss", "distinct-1", "distinct-2", "repetition", "one-word answers", "blank answers"]
+    columns = ["val loss", "val bits/byte", "distinct-1", "distinct-2", "repetition", "one-word answers",
+               "blank answers"]
     rows = []
     for variant in variants:
         row = {"variant": variant}
@@ -171,12 +187,18 @@ def _summary(results: dict, variants: list[str], seeds: list[int], args, n_promp
                 row[f"{column} spread"] = max(values) - min(values)
         rows.append(row)
     shown = ["variant"] + [c for column in columns for c in (column, f"{column} spread") if c in rows[0]]
-    return Table(f"Mechanisms toggled one at a time ({args.steps} steps, seeds {', '.join(map(str, seeds))})",
+    budget = (f"{args.pretrain_steps if args.pretrain_steps is not None else 'preset'} pretraining + "
+              f"{args.steps} instruction steps")
+    return Table(f"Mechanisms toggled one at a time ({budget}, seeds {', '.join(map(str, seeds))})",
                  shown, rows, notes=[
-                     f"Each run: {args.config} with every mechanism on (RBF attention, infomax, lateral inhibition, "
-                     "Wiener-SNR, Hebbian seed) except the one named; means over the seeds, spread = max - min.",
+                     f"Each run: {args.pretrain_config} then {args.config}, every mechanism on (RBF attention, "
+                     "infomax, lateral inhibition, Wiener-SNR, Hebbian seed) except the change named; means over "
+                     "the seeds, spread = max - min.",
+                     "val loss: nats per answer token of the held-out tasks (depends on the tokenizer); "
+                     "val bits/byte: per answer byte, comparable across tokenizers (the word tokenizer's <|unk|> "
+                     "stands for every unknown word, which flatters it).",
                      f"Answers: greedy, up to {args.new_tokens} tokens, to the {n_prompts} held-out instructions. "
                      "Seed for comparison: loss ~5.85 (perplexity ~348), answers like \"is is define is is\"."])
 
 
-__all__ = ["VARIANTS", "answer_scores", "held_out_prompts", "one_word_answer", "run"]
+__all__ = ["VARIANTS", "held_out_prompts", "presets", "run"]

@@ -26,6 +26,7 @@ from ..tokenization import build_tokenizer, expand_char_vocab, tokenizer_kind
 from ..tokenization.corpus import CorpusSample
 from ..tokenization.resize import resize_for_new_tokens
 from .adapters import adapter_exporter, check_checkpoint_kind, prepare_adapter
+from .answers import card_answer_scores
 from .config import RunConfig, parse_run_config
 from .data import build_datasets, collate, holds_instructions
 from .ema import EmaCallback
@@ -260,7 +261,7 @@ def run_training(argv: list[str], callbacks: list | None = None, prog: str = "tr
             metrics |= _variant_metrics(run, trainer, val_ds)
             model = trainer.unsharded_model()  # on every rank: under FSDP the full weights are gathered
             if trainer.is_world_process_zero():
-                _finish(run, trainer, model, tokenizer, metrics, result.training_loss, origin, len(val_ds), seconds)
+                _finish(run, trainer, model, tokenizer, metrics, result.training_loss, origin, val_ds, seconds)
     del trainer, model
     _teardown()
     return metrics
@@ -303,15 +304,18 @@ def _evaluated_on(run: RunConfig, trainer, n_val: int) -> dict[str, str]:
 
 
 def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss: float, start: HistoryStart,
-            n_val: int, seconds: float) -> None:
-    """Export the Hub folder, print a sample and the one-line summary (rank 0 only)."""
+            val_ds, seconds: float) -> None:
+    """Export the Hub folder, print a sample and the one-line summary (rank 0 only).
+
+    An instruction-tuned model's card also scores its greedy answers to held-out instructions (answers.py)."""
     prompt = run.generation.get("prompt", "\n")
     info = _train_info(run, trainer, _count(trainer.train_dataset), seconds)
-    evaluation = {"dataset": _validation_name(run), **_evaluated_on(run, trainer, n_val),
+    evaluation = {"dataset": _validation_name(run), **_evaluated_on(run, trainer, len(val_ds)),
                   "eval_loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
                   "bits_per_byte": metrics["eval_bits_per_byte"],
                   **{key.removeprefix("eval_"): value for key, value in metrics.items()
-                     if key.startswith("eval_bits_per_byte (")}}
+                     if key.startswith("eval_bits_per_byte (")},
+                  **card_answer_scores(model, tokenizer, val_ds)}
     exporter = adapter_exporter(run)
     # a full export says whether it was instruction-tuned (so `hatchlings chat` knows to use the chat template)
     # and carries the training history of every stage before it
