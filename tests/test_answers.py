@@ -12,7 +12,8 @@ import yaml
 
 from hatchlings.tokenization import build_byte_tokenizer
 from hatchlings.training import DataConfig
-from hatchlings.training.answers import CARD_SCORES, answer_scores, greedy_answers, instruction_prompts, one_word_answer
+from hatchlings.training.answers import (CARD_DECODINGS, CARD_SCORES, answer_scores, generate_answers,
+                                         instruction_prompts, one_word_answer)
 from hatchlings.training.data import build_datasets
 from hatchlings.training.export import load_model_folder
 
@@ -51,7 +52,7 @@ def test_prompts_are_the_instruction_rows_chat_prompts(tmp_path):
     assert instruction_prompts(rows, limit=2) == prompts[:2]
 
 
-def test_instruction_tuned_card_scores_its_greedy_answers(tmp_path):
+def test_instruction_tuned_card_scores_its_own_answers(tmp_path):
     from hatchlings.training import run_training
 
     preset = {"architecture": "bdh", "model": {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2,
@@ -65,14 +66,17 @@ def test_instruction_tuned_card_scores_its_greedy_answers(tmp_path):
     out = tmp_path / "chat"
     run_training(["--config", str(tmp_path / "chat.yaml"), "--output_dir", str(out)])
     card = (out / "README.md").read_text()
-    assert "greedy, up to 60 tokens, to the first 4 validation instructions" in card
+    assert "up to 60 tokens to each of the first 4 validation instructions" in card
     model, tokenizer = load_model_folder(out)
     rows = build_datasets(DataConfig(**preset["data"]), tokenizer)[1]
-    expected = answer_scores(greedy_answers(model, tokenizer, instruction_prompts(rows)))
-    for name, key in CARD_SCORES.items():
-        shown = re.search(rf"\| {re.escape(name)} \| ([^|]+) \|", card)
-        assert shown, f"{name} missing from the card"
-        assert shown.group(1).strip() == ("n/a" if expected[key] is None else f"{expected[key]:.6g}")
+    for decoding, options in CARD_DECODINGS.items():  # greedy, and sampled as the export's generation config
+        expected = answer_scores(generate_answers(model, tokenizer, instruction_prompts(rows), **options))
+        for name, key in CARD_SCORES.items():
+            shown = re.search(rf"\| {re.escape(name)} \({decoding}\) \| ([^|]+) \|", card)
+            assert shown, f"{name} ({decoding}) missing from the card"
+            assert shown.group(1).strip() == ("n/a" if expected[key] is None else f"{expected[key]:.6g}")
+    assert CARD_DECODINGS["sampled"]["temperature"] == json.loads((out / "generation_config.json").read_text())[
+        "temperature"]
 
     (tmp_path / "plain.txt").write_text("plain text line\n" * 200)
     run_training(["--config", str(tmp_path / "chat.yaml"), "--output_dir", str(tmp_path / "plain"),

@@ -1,6 +1,6 @@
-"""`hatchlings probe hran collapse`: the held-out prompts are train.py's validation rows, each variant's change lands
+"""`hatchlings probe hran collapse`: each variant's change lands
 in the run that owns it, and the study end to end on tiny presets (pretraining + instruction tuning, and without
-pretraining). The answer scores themselves are tested in test_answers.py."""
+pretraining), answering train.py's own validation rows. The answer scores are tested in test_answers.py."""
 
 from __future__ import annotations
 
@@ -10,26 +10,11 @@ import yaml
 
 from hatchlings.cli import main
 from hatchlings.probes import hran_collapse as collapse
-from hatchlings.tokenization import build_byte_tokenizer
-from hatchlings.training import DataConfig
-from hatchlings.training.data import build_datasets
 
 
 def _tasks(n: int) -> list[dict]:
     return [{"instruction": f"Name thing {i}.", "instances": [{"input": "" if i % 3 else "in a list",
                                                               "output": f"Thing {i} is a thing."}]} for i in range(n)]
-
-
-def test_held_out_prompts_are_the_runs_validation_rows(tmp_path):
-    path = tmp_path / "tasks.jsonl"
-    path.write_text("".join(json.dumps(t) + "\n" for t in _tasks(23)))
-    prompts = collapse.held_out_prompts(str(path), 0.1)
-    _, validation, _ = build_datasets(DataConfig(train_file=[str(path)], block_size=128, validation_fraction=0.1),
-                                      build_byte_tokenizer())
-    assert len(prompts) == len(validation) == 2
-    assert prompts == ["Name thing 21.\n\nin a list", "Name thing 22."]
-    first = bytes(t for t in validation[0]["input_ids"] if t < 256).decode()
-    assert prompts[0] in first
 
 
 MODEL = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
@@ -60,7 +45,7 @@ def test_collapse_study_end_to_end(tmp_path):
     data = tmp_path / "tasks.jsonl"
     data.write_text("".join(json.dumps(t) + "\n" for t in _tasks(20)))
     (tmp_path / "text.txt").write_text("Thing one is a thing, and thing two is another thing.\n" * 40)
-    pretrain = {"architecture": "hran", "model": MODEL, "tokenizer": {"kind": "word", "min_frequency": 1},
+    pretrain = {"architecture": "hran", "model": MODEL, "tokenizer": {"kind": "bpe", "vocab_size": 300},
                 "data": {"train_file": str(tmp_path / "text.txt"), "block_size": 32},
                 "training": dict(TRAINING, max_steps=2), "generation": {"prompt": "Thing", "max_new_tokens": 4}}
     chat = {"architecture": "hran", "data": {"train_file": str(data), "block_size": 64, "validation_fraction": 0.1},

@@ -59,27 +59,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--new_tokens", type=int, default=60, help="tokens per generated answer")
 
 
-def held_out_prompts(train_file: str, fraction: float) -> list[str]:
-    """The user turns of the run's validation rows: the last `fraction` of the examples, as train.py splits."""
-    from ..training.data import flatten_instructions
-
-    records = [json.loads(line) for line in Path(train_file).read_text().splitlines() if line.strip()]
-    keys = ("instruction", "instances", "input", "output")
-    flat = flatten_instructions({k: [r.get(k) for r in records] for k in keys})
-    n_val = max(1, round(len(flat["instruction"]) * fraction))
-    return [i + ("\n\n" + x if x else "") for i, x in zip(flat["instruction"][-n_val:], flat["input"][-n_val:])]
-
-
-def answers(folder: Path, prompts: list[str], new_tokens: int) -> list[str]:
-    """Greedy answers of the export in `folder` to each prompt, rendered with its chat template."""
-    from ..training.answers import greedy_answers
+def held_out_answers(folder: Path, data: dict, new_tokens: int) -> tuple[list[str], list[str]]:
+    """The instructions of the chat run's validation rows (train.py's own split, after any over-long example was
+    dropped) and the greedy answers of the export in `folder` to them."""
+    from ..training import DataConfig
+    from ..training.answers import generate_answers, instruction_prompts
+    from ..training.data import build_datasets
     from ..training.export import load_model_folder
 
     model, tokenizer = load_model_folder(folder)
-    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                              add_generation_prompt=True) for p in prompts]
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
-    return greedy_answers(model, tokenizer, ids, new_tokens)
+    _, validation, _ = build_datasets(DataConfig(**data), tokenizer)
+    prompts = instruction_prompts(validation, limit=len(validation))
+    markup = (tokenizer.bos_token, tokenizer.eos_token, "<|user|>")  # the user's turn is shown, <|unk|> included
+    shown = [tokenizer.decode(ids).split("<|assistant|>")[0] for ids in prompts]
+    for mark in markup:
+        shown = [text.replace(mark, "") for text in shown]
+    return [text.strip() for text in shown], generate_answers(model, tokenizer, prompts, new_tokens)
 
 
 def presets(variant: str, chat: dict, pretrain: dict, pretraining: bool) -> tuple[dict | None, dict]:
@@ -157,14 +152,14 @@ def run(args):
     if chat.get("model"):
         raise UsageError(f"{args.config} has a model section, but the model comes from {args.pretrain_config} "
                          "(the chat runs continue the pretrained export): remove it")
-    prompts = held_out_prompts(train_file, data.get("validation_fraction", 0.1))
+    data = {**data, "train_file": [train_file] if isinstance(train_file, str) else list(train_file)}
     pretraining = args.pretrain_steps != 0
     results, samples = {}, []
     for variant in variants:
         for seed in seeds:
             folder = Path(args.model) / variant.replace(" ", "-") / f"seed{seed}"
             metrics = _train_variant(presets(variant, chat, pretrain, pretraining), seed, args, folder)
-            said = answers(folder, prompts, args.new_tokens)
+            prompts, said = held_out_answers(folder, data, args.new_tokens)
             results[variant, seed] = {"val loss": metrics["eval_loss"], "val bits/byte": metrics["eval_bits_per_byte"],
                                       **answer_scores(said)}
             samples += [{"variant": variant, "seed": seed, "prompt": table_text(p, 60), "answer": table_text(a, 160)}
@@ -201,4 +196,4 @@ def _summary(results: dict, variants: list[str], seeds: list[int], args, n_promp
                      "Seed for comparison: loss ~5.85 (perplexity ~348), answers like \"is is define is is\"."])
 
 
-__all__ = ["VARIANTS", "held_out_prompts", "presets", "run"]
+__all__ = ["VARIANTS", "held_out_answers", "presets", "run"]

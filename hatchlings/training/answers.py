@@ -25,6 +25,7 @@ ANSWER_TOKENS = 60  # tokens per answer
 ANSWER_PROMPTS = 32  # validation instructions answered for the card (a large dataset's first ones)
 ONE_WORD_MIN_WORDS, ONE_WORD_SHARE = 4, 0.5
 CARD_SCORES = {"answers distinct-2": "distinct-2", "answers repetition (rep-3)": "repetition"}  # card row: score
+CARD_DECODINGS = {"greedy": {}, "sampled": {"temperature": 0.8, "top_k": 50, "seed": 0}}
 
 
 def one_word_answer(words: list[str]) -> bool:
@@ -59,32 +60,36 @@ def instruction_prompts(rows, limit: int = ANSWER_PROMPTS) -> list[list[int]]:
     return prompts
 
 
-def greedy_answers(model, tokenizer, prompts: list[list[int]], new_tokens: int = ANSWER_TOKENS) -> list[str]:
-    """The model's greedy answer (up to `new_tokens` tokens, special tokens removed) to each tokenized prompt."""
+def generate_answers(model, tokenizer, prompts: list[list[int]], new_tokens: int = ANSWER_TOKENS, *,
+                     temperature: float = 0.0, top_k: int = 0, seed: int | None = None) -> list[str]:
+    """The model's answer (up to `new_tokens` tokens, special tokens removed) to each tokenized prompt:
+    greedy by default, else sampled (`seed` set before each answer, so a set of answers is reproducible)."""
     from ..generation import generate_text
 
     was_training = model.training
     model.eval()
     try:
-        return [generate_text(model, tokenizer, ids, max_new_tokens=new_tokens, temperature=0, top_k=0)
-                for ids in prompts]
+        return [generate_text(model, tokenizer, ids, max_new_tokens=new_tokens, temperature=temperature,
+                              top_k=top_k, seed=seed) for ids in prompts]
     finally:
         model.train(was_training)
 
 
 def card_answer_scores(model, tokenizer, rows) -> dict:
-    """The card's entries for held-out answers: what was answered, distinct-2 and the repetition rate.
-
-    Empty when the rows hold no instruction examples."""
+    """The card's entries for held-out answers: distinct-2 and the repetition rate, greedy (the decoding most
+    prone to loops) and sampled as `hatchlings chat` and the export's generation config do by default
+    (temperature 0.8, top-k 50; seed 0). Empty when the rows hold no instruction examples."""
     prompts = instruction_prompts(rows)
     if not prompts:
         return {}
-    scores = answer_scores(greedy_answers(model, tokenizer, prompts))
-    return {"held-out answers": f"greedy, up to {ANSWER_TOKENS} tokens, to the first {len(prompts)} "
-                                "validation instructions",
-            **{name: "n/a" if scores[key] is None else scores[key]  # None: the answers have too few words
-               for name, key in CARD_SCORES.items()}}
+    entries = {"held-out answers": f"up to {ANSWER_TOKENS} tokens to each of the first {len(prompts)} "
+                                   "validation instructions"}
+    for decoding, options in CARD_DECODINGS.items():
+        scores = answer_scores(generate_answers(model, tokenizer, prompts, **options))
+        entries |= {f"{name} ({decoding})": "n/a" if scores[key] is None else scores[key]  # None: too few words
+                    for name, key in CARD_SCORES.items()}
+    return entries
 
 
-__all__ = ["ANSWER_TOKENS", "CARD_SCORES", "answer_scores", "card_answer_scores", "greedy_answers", "instruction_prompts",
-           "one_word_answer"]
+__all__ = ["ANSWER_TOKENS", "CARD_DECODINGS", "CARD_SCORES", "answer_scores", "card_answer_scores", "generate_answers",
+           "instruction_prompts", "one_word_answer"]
