@@ -5,7 +5,9 @@ pretraining), answering train.py's own validation rows. The answer scores are te
 from __future__ import annotations
 
 import json
+import math
 
+import pytest
 import yaml
 
 from hatchlings.cli import main
@@ -41,6 +43,13 @@ def test_presets_put_each_change_in_the_run_that_owns_it():
     assert collapse.presets("no Hebbian seed", chat, pretrain, False)[1]["optimization"]["hebbian_seed"] is False
 
 
+def test_unigram_loss_scores_answers_by_training_answer_frequencies():
+    train = [{"labels": [-100, -100, 5, 5]}, {"labels": [-100, 6, -100]}]  # prompts (-100) are not answers
+    validation = [{"labels": [-100, 5, 7]}]
+    expected = -(math.log(3 / 13) + math.log(1 / 13)) / 2  # (count + 1) / (3 answer tokens + vocabulary of 10)
+    assert collapse.unigram_loss(train, validation, vocab_size=10) == pytest.approx(expected)
+
+
 def test_collapse_study_end_to_end(tmp_path):
     data = tmp_path / "tasks.jsonl"
     data.write_text("".join(json.dumps(t) + "\n" for t in _tasks(20)))
@@ -60,7 +69,7 @@ def test_collapse_study_end_to_end(tmp_path):
     summary, samples = json.loads((out / "hran-collapse.json").read_text())["tables"]
     assert [r["variant"] for r in summary["rows"]] == ["all on", "GELU activation", "no pretraining"]
     for row in summary["rows"]:
-        assert 0 < row["val loss"] < 20 and 0 < row["val bits/byte"] < 20
+        assert 0 < row["val loss"] < 20 and 0 < row["val bits/byte"] < 20 and 0 < row["unigram loss"] < 20
         assert 0 <= row["one-word answers"] <= 1 and 0 <= row["blank answers"] <= 1
     activation = {v: yaml.safe_load((runs / v / "seed3" / "pretrain" / "preset.yaml").read_text())["model"]["activation"]
                   for v in ("all-on", "GELU-activation")}

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -59,22 +61,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--new_tokens", type=int, default=60, help="tokens per generated answer")
 
 
-def held_out_answers(folder: Path, data: dict, new_tokens: int) -> tuple[list[str], list[str]]:
+def unigram_loss(train, validation, vocab_size: int) -> float:
+    """Cross-entropy (nats per answer token) of the held-out answers under the training answers' token
+    frequencies (add-one smoothed): what a model that learned nothing but word frequencies scores. The seed's
+    loss sat at this level, and greedy decoding of such a model repeats its most frequent token."""
+    def answer_tokens(rows):
+        return [label for row in rows for label in row["labels"] if label != -100]
+
+    counts, held_out = Counter(answer_tokens(train)), answer_tokens(validation)
+    total = sum(counts.values()) + vocab_size
+    return -sum(math.log((counts[token] + 1) / total) for token in held_out) / len(held_out)
+
+
+def held_out_answers(folder: Path, data: dict, new_tokens: int) -> tuple[list[str], list[str], float]:
     """The instructions of the chat run's validation rows (train.py's own split, after any over-long example was
-    dropped) and the greedy answers of the export in `folder` to them."""
+    dropped), the greedy answers of the export in `folder` to them, and the split's unigram loss."""
     from ..training import DataConfig
     from ..training.answers import generate_answers, instruction_prompts
     from ..training.data import build_datasets
     from ..training.export import load_model_folder
 
     model, tokenizer = load_model_folder(folder)
-    _, validation, _ = build_datasets(DataConfig(**data), tokenizer)
+    train, validation, _ = build_datasets(DataConfig(**data), tokenizer)
     prompts = instruction_prompts(validation, limit=len(validation))
     markup = (tokenizer.bos_token, tokenizer.eos_token, "<|user|>")  # the user's turn is shown, <|unk|> included
     shown = [tokenizer.decode(ids).split("<|assistant|>")[0] for ids in prompts]
     for mark in markup:
         shown = [text.replace(mark, "") for text in shown]
-    return [text.strip() for text in shown], generate_answers(model, tokenizer, prompts, new_tokens)
+    return ([text.strip() for text in shown], generate_answers(model, tokenizer, prompts, new_tokens),
+            unigram_loss(train, validation, len(tokenizer)))
 
 
 def presets(variant: str, chat: dict, pretrain: dict, pretraining: bool) -> tuple[dict | None, dict]:
@@ -159,9 +174,9 @@ def run(args):
         for seed in seeds:
             folder = Path(args.model) / variant.replace(" ", "-") / f"seed{seed}"
             metrics = _train_variant(presets(variant, chat, pretrain, pretraining), seed, args, folder)
-            prompts, said = held_out_answers(folder, data, args.new_tokens)
-            results[variant, seed] = {"val loss": metrics["eval_loss"], "val bits/byte": metrics["eval_bits_per_byte"],
-                                      **answer_scores(said)}
+            prompts, said, unigram = held_out_answers(folder, data, args.new_tokens)
+            results[variant, seed] = {"val loss": metrics["eval_loss"], "unigram loss": unigram,
+                                      "val bits/byte": metrics["eval_bits_per_byte"], **answer_scores(said)}
             samples += [{"variant": variant, "seed": seed, "prompt": table_text(p, 60), "answer": table_text(a, 160)}
                         for p, a in list(zip(prompts, said))[:3]]
     return [_summary(results, variants, seeds, args, len(prompts)),
@@ -170,7 +185,7 @@ def run(args):
 
 
 def _summary(results: dict, variants: list[str], seeds: list[int], args, n_prompts: int) -> Table:
-    columns = ["val loss", "val bits/byte", "distinct-1", "distinct-2", "repetition", "one-word answers",
+    columns = ["val loss", "unigram loss", "val bits/byte", "distinct-1", "distinct-2", "repetition", "one-word answers",
                "blank answers"]
     rows = []
     for variant in variants:
@@ -189,11 +204,13 @@ def _summary(results: dict, variants: list[str], seeds: list[int], args, n_promp
                      f"Each run: {args.pretrain_config} then {args.config}, every mechanism on (RBF attention, "
                      "infomax, lateral inhibition, Wiener-SNR, Hebbian seed) except the change named; means over "
                      "the seeds, spread = max - min.",
-                     "val loss: nats per answer token of the held-out tasks (depends on the tokenizer); "
+                     "val loss: nats per answer token of the held-out tasks (depends on the tokenizer); unigram "
+                     "loss: the same answers under the training answers' token frequencies (add-one smoothed), "
+                     "the level of a model that learned nothing else; "
                      "val bits/byte: per answer byte, comparable across tokenizers (the word tokenizer's <|unk|> "
                      "stands for every unknown word, which flatters it).",
                      f"Answers: greedy, up to {args.new_tokens} tokens, to the {n_prompts} held-out instructions. "
                      "Seed for comparison: loss ~5.85 (perplexity ~348), answers like \"is is define is is\"."])
 
 
-__all__ = ["VARIANTS", "held_out_answers", "presets", "run"]
+__all__ = ["VARIANTS", "held_out_answers", "presets", "run", "unigram_loss"]
