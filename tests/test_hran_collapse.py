@@ -65,12 +65,14 @@ def test_collapse_study_end_to_end(tmp_path):
     flags = ["--config", str(tmp_path / "chat.yaml"), "--pretrain_config", str(tmp_path / "pretrain.yaml"),
              "--steps", "2", "--seeds", "3", "--new_tokens", "5", "--output_dir", str(out)]
     assert main(["probe", "hran", "collapse", str(runs), *flags,
-                 "--variants", "all on,GELU activation,no pretraining"]) == 0
+                 "--variants", "all on,GELU activation,no pretraining,word tokenizer"]) == 0
     summary, samples = json.loads((out / "hran-collapse.json").read_text())["tables"]
-    assert [r["variant"] for r in summary["rows"]] == ["all on", "GELU activation", "no pretraining"]
+    assert [r["variant"] for r in summary["rows"]] == ["all on", "GELU activation", "no pretraining", "word tokenizer"]
     for row in summary["rows"]:
         assert 0 < row["val loss"] < 20 and 0 < row["val bits/byte"] < 20 and 0 < row["unigram loss"] < 20
         assert 0 <= row["one-word answers"] <= 1 and 0 <= row["blank answers"] <= 1
+    # BPE has no unknown token; words the pretraining text lacks ("Name", "list") are <|unk|> for the word one
+    assert [r["unknown tokens"] == 0 for r in summary["rows"]] == [True, True, True, False]
     activation = {v: yaml.safe_load((runs / v / "seed3" / "pretrain" / "preset.yaml").read_text())["model"]["activation"]
                   for v in ("all-on", "GELU-activation")}
     assert activation == {"all-on": "infomax", "GELU-activation": "gelu"}

@@ -61,21 +61,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--new_tokens", type=int, default=60, help="tokens per generated answer")
 
 
+def answer_tokens(rows) -> list[int]:
+    """The scored (answer) tokens of instruction rows, in order."""
+    return [label for row in rows for label in row["labels"] if label != -100]
+
+
 def unigram_loss(train, validation, vocab_size: int) -> float:
     """Cross-entropy (nats per answer token) of the held-out answers under the training answers' token
     frequencies (add-one smoothed): what a model that learned nothing but word frequencies scores. The seed's
     loss sat at this level, and greedy decoding of such a model repeats its most frequent token."""
-    def answer_tokens(rows):
-        return [label for row in rows for label in row["labels"] if label != -100]
-
     counts, held_out = Counter(answer_tokens(train)), answer_tokens(validation)
     total = sum(counts.values()) + vocab_size
     return -sum(math.log((counts[token] + 1) / total) for token in held_out) / len(held_out)
 
 
-def held_out_answers(folder: Path, data: dict, new_tokens: int) -> tuple[list[str], list[str], float]:
+def held_out_answers(folder: Path, data: dict, new_tokens: int) -> tuple[list[str], list[str], dict]:
     """The instructions of the chat run's validation rows (train.py's own split, after any over-long example was
-    dropped), the greedy answers of the export in `folder` to them, and the split's unigram loss."""
+    dropped), the greedy answers of the export in `folder` to them, and the split's unigram loss and share of
+    unknown answer tokens (a word vocabulary's <|unk|> stands for every word it lacks, at little cost)."""
     from ..training import DataConfig
     from ..training.answers import generate_answers, instruction_prompts
     from ..training.data import build_datasets
@@ -88,8 +91,10 @@ def held_out_answers(folder: Path, data: dict, new_tokens: int) -> tuple[list[st
     shown = [tokenizer.decode(ids).split("<|assistant|>")[0] for ids in prompts]
     for mark in markup:
         shown = [text.replace(mark, "") for text in shown]
-    return ([text.strip() for text in shown], generate_answers(model, tokenizer, prompts, new_tokens),
-            unigram_loss(train, validation, len(tokenizer)))
+    held_out = answer_tokens(validation)
+    split = {"unigram loss": unigram_loss(train, validation, len(tokenizer)),
+             "unknown tokens": sum(t == tokenizer.unk_token_id for t in held_out) / len(held_out)}
+    return [text.strip() for text in shown], generate_answers(model, tokenizer, prompts, new_tokens), split
 
 
 def presets(variant: str, chat: dict, pretrain: dict, pretraining: bool) -> tuple[dict | None, dict]:
@@ -174,9 +179,10 @@ def run(args):
         for seed in seeds:
             folder = Path(args.model) / variant.replace(" ", "-") / f"seed{seed}"
             metrics = _train_variant(presets(variant, chat, pretrain, pretraining), seed, args, folder)
-            prompts, said, unigram = held_out_answers(folder, data, args.new_tokens)
-            results[variant, seed] = {"val loss": metrics["eval_loss"], "unigram loss": unigram,
-                                      "val bits/byte": metrics["eval_bits_per_byte"], **answer_scores(said)}
+            prompts, said, split = held_out_answers(folder, data, args.new_tokens)
+            results[variant, seed] = {"val loss": metrics["eval_loss"], "unigram loss": split["unigram loss"],
+                                      "val bits/byte": metrics["eval_bits_per_byte"],
+                                      "unknown tokens": split["unknown tokens"], **answer_scores(said)}
             samples += [{"variant": variant, "seed": seed, "prompt": table_text(p, 60), "answer": table_text(a, 160)}
                         for p, a in list(zip(prompts, said))[:3]]
     return [_summary(results, variants, seeds, args, len(prompts)),
@@ -185,7 +191,7 @@ def run(args):
 
 
 def _summary(results: dict, variants: list[str], seeds: list[int], args, n_prompts: int) -> Table:
-    columns = ["val loss", "unigram loss", "val bits/byte", "distinct-1", "distinct-2", "repetition", "one-word answers",
+    columns = ["val loss", "unigram loss", "val bits/byte", "unknown tokens", "distinct-1", "distinct-2", "repetition", "one-word answers",
                "blank answers"]
     rows = []
     for variant in variants:
@@ -207,10 +213,11 @@ def _summary(results: dict, variants: list[str], seeds: list[int], args, n_promp
                      "val loss: nats per answer token of the held-out tasks (depends on the tokenizer); unigram "
                      "loss: the same answers under the training answers' token frequencies (add-one smoothed), "
                      "the level of a model that learned nothing else; "
-                     "val bits/byte: per answer byte, comparable across tokenizers (the word tokenizer's <|unk|> "
-                     "stands for every unknown word, which flatters it).",
+                     "val bits/byte: per answer byte, comparable across tokenizers except that the word "
+                     "tokenizer's <|unk|> stands for every word it lacks at the price of one token (unknown "
+                     "tokens: their share of the held-out answer tokens).",
                      f"Answers: greedy, up to {args.new_tokens} tokens, to the {n_prompts} held-out instructions. "
                      "Seed for comparison: loss ~5.85 (perplexity ~348), answers like \"is is define is is\"."])
 
 
-__all__ = ["VARIANTS", "held_out_answers", "presets", "run", "unigram_loss"]
+__all__ = ["VARIANTS", "held_out_answers", "presets", "run", "unigram_loss", "answer_tokens"]
