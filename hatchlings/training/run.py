@@ -307,7 +307,7 @@ def _finish(run: RunConfig, trainer, model, tokenizer, metrics: dict, train_loss
             val_ds, seconds: float) -> None:
     """Export the Hub folder, print a sample and the one-line summary (rank 0 only).
 
-    An instruction-tuned model's card also scores its greedy answers to held-out instructions (answers.py)."""
+    An instruction-tuned model's card also scores its answers to held-out instructions (answers.py)."""
     prompt = run.generation.get("prompt", "\n")
     info = _train_info(run, trainer, _count(trainer.train_dataset), seconds)
     evaluation = {"dataset": _validation_name(run), **_evaluated_on(run, trainer, len(val_ds)),
