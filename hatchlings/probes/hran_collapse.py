@@ -13,7 +13,9 @@ tokenizer, once without pretraining -- at the same budget and for each seed, thr
 Each variant's change is written into copies of the presets. It then answers the held-out tasks'
 instructions (the chat run's validation rows: the last fraction of the examples) greedily and scores the
 answers (hatchlings.training.answers: distinct-1/2, repetition, one-word and blank answers) next to the
-validation loss per answer token and, comparable across tokenizers, bits per answer byte.
+validation loss per answer token, the unigram loss of the same split (the level of a model that learned only
+token frequencies: where the seed's loss sat), bits per answer byte, and the share of <|unk|> answer tokens
+(without which a word vocabulary's bits per byte cannot be read).
 """
 
 from __future__ import annotations
