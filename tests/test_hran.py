@@ -20,9 +20,10 @@ from hatchlings.modeling.modeling_hran import (augment_key, infomax, lateral_inh
 from hatchlings.modeling.layers import attention_layout
 from hatchlings.training.hebbian import hebbian_seed_embeddings, oja_principal_components
 
-# The record's tokenizer is `word`: the contract's word vocabulary (learned from Python's docs) has ~2,470
-# tokens with pad 0, bos 1, eos 2, so the tiny model's vocabulary covers it.
-TINY = dict(vocab_size=2560, pad_token_id=0, bos_token_id=1, eos_token_id=2, hidden_size=32, num_hidden_layers=2,
+# The record's tokenizer is `bpe`: the contract's BPE vocabulary (learned from Python's docs) has 4,099 tokens
+# with pad 0, bos 1, eos 2, so the tiny model's vocabulary covers it.
+VOCAB = 4160
+TINY = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2, hidden_size=32, num_hidden_layers=2,
             num_attention_heads=2, intermediate_size=64)
 
 SPEC = ArchSpec(
@@ -146,7 +147,7 @@ def test_lateral_inhibition_formula_sparsity_and_gradients():
 
 def test_activity_series_reports_inhibition_sparsity():
     """With the gate, a share of units is silenced (< 1); without it, GELU/infomax leave nearly all active."""
-    ids = random_ids(2560, 2, 12, seed=5)
+    ids = random_ids(VOCAB, 2, 12, seed=5)
     with torch.no_grad():
         gated = SPEC.build_model().activity_series(ids)["inhibition_active"]
         open_ = SPEC.build_model(lateral_inhibition=False).activity_series(ids)["inhibition_active"]
@@ -170,7 +171,7 @@ def test_toggles_match_reference(overrides):
 
 def test_cached_keys_are_augmented():
     """Generation caches k' = [k, ||k||^2] for RBF heads (d + 1 channels) and plain k for dot heads."""
-    ids = random_ids(2560, 1, 5)
+    ids = random_ids(VOCAB, 1, 5)
     with torch.no_grad():
         rbf = SPEC.build_model()(ids, use_cache=True).past_key_values
         dot = SPEC.build_model(attention="dot")(ids, use_cache=True).past_key_values
@@ -223,12 +224,12 @@ def test_seed_input_embeddings_writes_the_hebbian_seed_into_the_model():
     assert "from the co-occurrences of 6 training rows" in seed_input_embeddings(model, rows, seed=3)
     real = [torch.tensor(r["input_ids"][4:]) for r in rows]
     torch.testing.assert_close(model.get_input_embeddings().weight.detach(),
-                               hebbian_seed_embeddings(real, 2560, 16, std=std, seed=3))
+                               hebbian_seed_embeddings(real, VOCAB, 16, std=std, seed=3))
 
 
 def test_dropout_only_in_training():
     """Residual dropout changes train-mode outputs and leaves eval mode deterministic (= the dropout-free model)."""
-    ids = random_ids(2560, 2, 8, seed=6)
+    ids = random_ids(VOCAB, 2, 8, seed=6)
     model = SPEC.build_model(dropout=0.5)
     plain = SPEC.build_model()
     with torch.no_grad():
@@ -255,7 +256,7 @@ def _seq2seq(seed=0, **overrides):
 
 
 def _source_and_target():
-    src, tgt = random_ids(2560, 2, 7, seed=20), random_ids(2560, 2, 9, seed=21)
+    src, tgt = random_ids(VOCAB, 2, 7, seed=20), random_ids(VOCAB, 2, 9, seed=21)
     mask = torch.ones_like(src)
     mask[1, :2] = 0  # the second source row is left-padded
     return src, mask, tgt
@@ -293,7 +294,7 @@ def test_seq2seq_cached_decoding_padding_and_causality(attention):
         bare = model(input_ids=src[1:, 2:], decoder_input_ids=tgt[1:], use_cache=False).logits
         torch.testing.assert_close(bare, full[1:], rtol=1e-5, atol=1e-5)
         changed = tgt.clone()
-        changed[:, 5:] = (changed[:, 5:] + 1) % 2560
+        changed[:, 5:] = (changed[:, 5:] + 1) % VOCAB
         later = model(input_ids=src, attention_mask=mask, decoder_input_ids=changed, use_cache=False).logits
         torch.testing.assert_close(later[:, :5], full[:, :5], rtol=1e-5, atol=1e-5)
 
@@ -325,9 +326,9 @@ def test_seq2seq_bad_input(case):
     build, words = BAD_INPUTS[case]
     model = _seq2seq()
     with pytest.raises(ValueError, match=words):
-        model(input_ids=build(2560), decoder_input_ids=torch.tensor([[1]]))
+        model(input_ids=build(VOCAB), decoder_input_ids=torch.tensor([[1]]))
     with pytest.raises(ValueError, match=words):
-        model(input_ids=torch.tensor([[5, 6]]), decoder_input_ids=build(2560))
+        model(input_ids=torch.tensor([[5, 6]]), decoder_input_ids=build(VOCAB))
 
 
 _SEQ2SEQ_CHILD = """
