@@ -73,8 +73,9 @@ def test_collapse_study_end_to_end(tmp_path):
         assert 0 <= row["one-word answers"] <= 1 and 0 <= row["blank answers"] <= 1
     # BPE has no unknown token; words the pretraining text lacks ("Name", "list") are <|unk|> for the word one
     assert [r["unknown tokens"] == 0 for r in summary["rows"]] == [True, True, True, False]
-    activation = {v: yaml.safe_load((runs / v / "seed3" / "pretrain" / "preset.yaml").read_text())["model"]["activation"]
-                  for v in ("all-on", "GELU-activation")}
+    written = {v: yaml.safe_load((runs / v / "seed3" / "pretrain" / "preset.yaml").read_text()) for v in
+               ("all-on", "GELU-activation")}
+    activation = {v: preset["model"]["activation"] for v, preset in written.items()}
     assert activation == {"all-on": "infomax", "GELU-activation": "gelu"}
     assert json.loads((runs / "all-on" / "seed3" / "run.json").read_text())["run"]["argv"][-2:] == [
         "--init_from", str(runs / "all-on" / "seed3" / "pretrain")]

@@ -31,6 +31,7 @@ import yaml
 
 from ..errors import UsageError
 from ..reports import Table
+from ..tokenization import ROLE_MARKERS
 from ..training.answers import answer_scores
 from .common import table_text
 
@@ -89,8 +90,9 @@ def held_out_answers(folder: Path, data: dict, new_tokens: int) -> tuple[list[st
     model, tokenizer = load_model_folder(folder)
     train, validation, _ = build_datasets(DataConfig(**data), tokenizer)
     prompts = instruction_prompts(validation, limit=len(validation))
-    markup = (tokenizer.bos_token, tokenizer.eos_token, "<|user|>")  # the user's turn is shown, <|unk|> included
-    shown = [tokenizer.decode(ids).split("<|assistant|>")[0] for ids in prompts]
+    _, user, assistant = ROLE_MARKERS
+    markup = (tokenizer.bos_token, tokenizer.eos_token, user)  # the user's turn is shown, <|unk|> included
+    shown = [tokenizer.decode(ids).split(assistant)[0] for ids in prompts]
     for mark in markup:
         shown = [text.replace(mark, "") for text in shown]
     held_out = answer_tokens(validation)
@@ -193,8 +195,8 @@ def run(args):
 
 
 def _summary(results: dict, variants: list[str], seeds: list[int], args, n_prompts: int) -> Table:
-    columns = ["val loss", "unigram loss", "val bits/byte", "unknown tokens", "distinct-1", "distinct-2", "repetition", "one-word answers",
-               "blank answers"]
+    columns = ["val loss", "unigram loss", "val bits/byte", "unknown tokens", "distinct-1", "distinct-2", "repetition",
+               "one-word answers", "blank answers"]
     rows = []
     for variant in variants:
         row = {"variant": variant}

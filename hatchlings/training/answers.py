@@ -1,4 +1,4 @@
-"""Held-out answers of an instruction-tuned model: greedy answers to the validation examples' prompts, scored.
+"""Held-out answers of an instruction-tuned model: its answers to the validation examples' prompts, scored.
 
 A chat model can reach a fair validation loss and still answer every question with the same word (the HRAN
 seed's "is is define is is") or with nothing at all: the loss alone does not show a collapse. So train.py
@@ -14,7 +14,8 @@ Scores (words as in hatchlings.probes.text_quality, so byte-, word- and BPE-leve
 - blank answers: answers without a single word (only whitespace or punctuation), the same collapse when the
   one token is a newline.
 
-Greedy decoding is the one most prone to loops, and deterministic.
+The card scores greedy answers (the decoding most prone to loops, and deterministic) and sampled ones (as the
+export's generation config samples), since a chat user meets the latter.
 """
 
 from __future__ import annotations
