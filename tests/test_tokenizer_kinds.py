@@ -22,6 +22,7 @@ from hatchlings.tokenization import (
     expand_char_vocab,
     tokenizer_kind,
 )
+from hatchlings.tokenization.corpus import CorpusSample
 from hatchlings.tokenization.resize import resize_for_new_tokens
 from hatchlings.training import DataConfig, UsageError, parse_run_config, run_training
 from hatchlings.training.data import build_datasets
@@ -240,3 +241,21 @@ def test_a_run_builds_its_tokenizer_from_the_training_text(kind, tmp_path, corpu
     assert tokenizer_kind(tok) == kind and len(tok) == config.vocab_size == 400 + len(ROLE_MARKERS)
     assert [config.pad_token_id, config.bos_token_id, config.eos_token_id] == [0, 1, 2]
     assert 0 < metrics["eval_bits_per_byte"] < 20
+
+
+def test_the_vocabulary_leaves_out_the_held_out_rows(tmp_path):
+    """Without a validation_file the last validation_fraction of the text is held out, so a learned vocabulary
+    must not know its words (they are <|unk|> as on new text); with one, every training byte counts."""
+    train, val = "apple pear plum ée\n" * 30, "zebra okapi ñandú\n" * 10  # 25% of the bytes at the end
+    (tmp_path / "t.txt").write_text(train + val)
+    (tmp_path / "v.txt").write_text(val)
+    text = "".join(CorpusSample(DataConfig(train_file=[str(tmp_path / "t.txt")], validation_fraction=0.25)))
+    assert text == train  # 600 of the 800 bytes
+    assert "zebra" not in text and "plum" in text
+    word = build_tokenizer("word", CorpusSample(DataConfig(train_file=[str(tmp_path / "t.txt")],
+                                                           validation_fraction=0.25)), vocab_size=50)
+    assert " okapi" not in word.get_vocab() and " plum" in word.get_vocab()
+    separate = DataConfig(train_file=[str(tmp_path / "t.txt")], validation_file=[str(tmp_path / "v.txt")])
+    assert "".join(CorpusSample(separate)) == train + val
+    small = CorpusSample(separate, limit_bytes=100)
+    assert "".join(small).encode() == (train + val).encode()[:100] and "first 0 MB" in small.sample_note()

@@ -1,8 +1,11 @@
-"""The training text a learned vocabulary (char, word, bpe) is built from: the run's training sources only.
+"""The training text a learned vocabulary (char, word, bpe) is built from: the run's training rows only.
 
 The validation text is left out on purpose: its unseen characters/words must show up as `<|unk|>`, as they
-would on new text. A corpus larger than `limit_bytes` (a streamed file) is sampled: the first `limit_bytes`
-of it in source order, which `sample_note` reports so the run says so.
+would on new text. With a `validation_file` that is every byte of the training sources; without one, the run
+holds out the last `validation_fraction` of its rows, so the vocabulary leaves out the last `validation_fraction`
+of the training sources' bytes (rows are cut after tokenizing, so the two boundaries agree to within a row or
+two). A corpus larger than `limit_bytes` (a streamed file) is sampled: the first `limit_bytes` of it in source
+order, which `sample_note` reports so the run says so.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ class CorpusSample:
     truncated: bool = False  # set by an iteration that hit `limit_bytes`
 
     def __iter__(self) -> Iterator[str]:
-        budget = self.limit_bytes
+        kept = self._kept_bytes()
+        budget = self.limit_bytes if kept is None else min(self.limit_bytes, kept)
         for text in self._texts():
-            if budget <= 0:
-                self.truncated = True
+            encoded = text.encode("utf-8", "surrogatepass")
+            if len(encoded) > budget:  # cut at the byte, dropping a character the cut splits
+                self.truncated = kept is None or kept > self.limit_bytes  # not when the held-out tail stopped it
+                yield encoded[:budget].decode("utf-8", "ignore")
                 return
-            text = text[:budget]  # budget characters: at least budget bytes, and a bound (4x at most) either way
-            budget -= len(text.encode("utf-8", "surrogatepass"))
+            budget -= len(encoded)
             yield text
 
     def sample_note(self) -> str | None:
@@ -38,17 +43,30 @@ class CorpusSample:
             return None
         return f"the vocabulary was built from the first {self.limit_bytes / 2**20:.0f} MB of the training text"
 
-    def _texts(self) -> Iterator[str]:
+    def _kept_bytes(self) -> int | None:
+        """How many leading bytes of the training text are training rows: None when a validation_file holds the
+        validation text (a streamed file needs one, which the run asks for), else all but the last
+        `validation_fraction`, the held-out rows' text."""
+        from ..training.text import is_streamed
+
+        if self.data.validation_file or any(is_streamed(s, self.data) for s in self._sources()):
+            return None
+        total = sum(len(text.encode("utf-8", "surrogatepass")) for text in self._texts())
+        return int(total * (1.0 - self.data.validation_fraction))
+
+    def _sources(self) -> list:
         from ..training.text import Source, resolve_sources
 
         data = self.data
-        sources = [Source("embedded", "pydoc_data.topics")] if data.train_file is None \
+        return [Source("embedded", "pydoc_data.topics")] if data.train_file is None \
             else resolve_sources(data.train_file)
-        for source in sources:
+
+    def _texts(self) -> Iterator[str]:
+        for source in self._sources():
             if source.kind == "text":
                 yield from _file_pieces(source.path)
             else:
-                yield from _record_texts(source, data.text_field)
+                yield from _record_texts(source, self.data.text_field)
 
 
 def _file_pieces(path: str) -> Iterator[str]:
