@@ -82,6 +82,8 @@ def test_collapse_study_end_to_end(tmp_path):
     assert not (runs / "no-pretraining" / "seed3" / "pretrain").exists()
     history = json.loads((runs / "all-on" / "seed3" / "training_history.json").read_text())
     assert len(history) == 2  # pretraining, then the instructions
+    # tokens trained on: packed text fills every slot of 2 steps x 4 rows x 32; the answers' padding is not counted
+    assert history[0]["tokens_seen"] == 2 * 4 * 32 and 0 < history[1]["tokens_seen"] < 2 * 4 * 64
     stamp = (runs / "all-on" / "seed3" / "model.safetensors").stat().st_mtime_ns
     assert main(["probe", "hran", "collapse", str(runs), *flags, "--variants", "all on"]) == 0
     assert (runs / "all-on" / "seed3" / "model.safetensors").stat().st_mtime_ns == stamp  # finished run reused

@@ -194,6 +194,8 @@ def parse_run_config(argv: list[str], prog: str = "train.py") -> RunConfig:
     # size 1 unless use_cpu is set: default it on (a preset or flag can still say otherwise)
     defaults = [] if torch.accelerator.is_available() else ["--use_cpu", "true"]
     training = _parse_training_args(defaults + _to_flags(training_values) + rest)
+    if training.include_num_input_tokens_seen == "no":  # the card's "tokens seen": the real tokens trained on
+        training.include_num_input_tokens_seen = "non_padding"
 
     optimization = dict(preset.get("optimization") or {})
     _check_keys("optimization", optimization, {f.name for f in dataclasses.fields(OptimConfig)}, source)

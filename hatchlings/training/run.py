@@ -61,8 +61,8 @@ def _optimizer_name(run: RunConfig, args) -> str:
 
 def _train_info(run: RunConfig, trainer, n_train_blocks: str, seconds: float) -> dict:
     args = trainer.args
-    tokens = trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps \
-        * args.world_size * run.data.block_size
+    # the Trainer's count of the input tokens it trained on (padding left out unless a flag says otherwise)
+    tokens = trainer.state.num_input_tokens_seen
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "CPU")
     return {
         "data": ", ".join(run.data.train_file) if run.data.train_file else "Python documentation (pydoc_data.topics)",
